@@ -1,0 +1,653 @@
+//! The attributes of `dstream-sdk`: `#[dstream::map]`, `#[dstream::filter]`,
+//! and friends, plus `#[derive(dstream::Params)]`.
+//!
+//! Each attribute leaves the function as written (so it stays callable and
+//! testable natively) and adds, under the same name, a hidden module holding
+//! an `OPERATOR` constant: the operator's description and a function that runs
+//! it over a whole partition. Use them through `dstream-sdk`, whose docs show
+//! the signatures.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{
+    Data, DeriveInput, Error, Expr, Fields, FnArg, GenericArgument, ItemFn, Lit, Meta, Pat,
+    PathArguments, ReturnType, Type, TypeParamBound,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Map,
+    FlatMap,
+    Filter,
+    Reduce,
+    Inverse,
+    UpdateState,
+    Transform,
+}
+
+impl Kind {
+    fn attr(self) -> &'static str {
+        match self {
+            Kind::Map => "map",
+            Kind::FlatMap => "flat_map",
+            Kind::Filter => "filter",
+            Kind::Reduce => "reduce",
+            Kind::Inverse => "inverse",
+            Kind::UpdateState => "update_state",
+            Kind::Transform => "transform",
+        }
+    }
+
+    fn variant(self) -> TokenStream2 {
+        match self {
+            Kind::Map => quote!(Map),
+            Kind::FlatMap => quote!(FlatMap),
+            Kind::Filter => quote!(Filter),
+            Kind::Reduce => quote!(Reduce),
+            Kind::Inverse => quote!(Inverse),
+            Kind::UpdateState => quote!(UpdateState),
+            Kind::Transform => quote!(Transform),
+        }
+    }
+
+    fn shape(self) -> &'static str {
+        match self {
+            Kind::Map => "fn(value: V) -> R or fn(key: K, value: V) -> R",
+            Kind::FlatMap => "fn(value: V) -> Vec<R> or fn(key: K, value: V) -> Vec<R>",
+            Kind::Filter => "fn(value: V) -> bool or fn(key: K, value: V) -> bool",
+            Kind::Reduce => "fn(a: V, b: V) -> V",
+            Kind::Inverse => "fn(current: V, leaving: V) -> V",
+            Kind::UpdateState => "fn(key: K, values: Vec<V>, state: Option<S>) -> Option<S>",
+            Kind::Transform => "fn(records: Vec<(K, V)>) -> Vec<R>",
+        }
+    }
+}
+
+/// A map operator. See `dstream-sdk`.
+#[proc_macro_attribute]
+pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Map, attr, item)
+}
+
+/// A flat-map operator. See `dstream-sdk`.
+#[proc_macro_attribute]
+pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::FlatMap, attr, item)
+}
+
+/// A filter operator. See `dstream-sdk`.
+#[proc_macro_attribute]
+pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Filter, attr, item)
+}
+
+/// A reduce operator. See `dstream-sdk`.
+#[proc_macro_attribute]
+pub fn reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Reduce, attr, item)
+}
+
+/// An inverse operator. See `dstream-sdk`.
+#[proc_macro_attribute]
+pub fn inverse(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Inverse, attr, item)
+}
+
+/// An update-state operator. See `dstream-sdk`.
+#[proc_macro_attribute]
+pub fn update_state(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::UpdateState, attr, item)
+}
+
+/// A transform operator. See `dstream-sdk`.
+#[proc_macro_attribute]
+pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Transform, attr, item)
+}
+
+fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
+    let f: ItemFn = match syn::parse(item) {
+        Ok(f) => f,
+        Err(e) => return e.into_compile_error().into(),
+    };
+    match operator(kind, attr.into(), &f) {
+        Ok(ts) => ts.into(),
+        // Keep the function so that one mistake gives one error.
+        Err(e) => {
+            let e = e.into_compile_error();
+            quote!(#f #e).into()
+        }
+    }
+}
+
+/// The path of `dstream-sdk` as the calling crate names it.
+fn sdk() -> TokenStream2 {
+    use proc_macro_crate::{FoundCrate, crate_name};
+    match crate_name("dstream-sdk") {
+        Ok(FoundCrate::Name(name)) => {
+            let id = format_ident!("{}", name);
+            quote!(::#id)
+        }
+        _ => quote!(::dstream_sdk),
+    }
+}
+
+/// Doc comments joined into one description.
+fn docs(attrs: &[syn::Attribute]) -> String {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .filter_map(|a| match &a.meta {
+            Meta::NameValue(nv) => match &nv.value {
+                Expr::Lit(l) => match &l.lit {
+                    Lit::Str(s) => Some(s.value().trim().to_string()),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    lines.join("\n").trim().to_string()
+}
+
+/// Replaces every lifetime (named or elided) by `'static`, so that a type from
+/// a signature can be named in a constant.
+struct Static;
+
+impl VisitMut for Static {
+    fn visit_type_reference_mut(&mut self, r: &mut syn::TypeReference) {
+        r.lifetime = Some(syn::Lifetime::new("'static", Span::call_site()));
+        syn::visit_mut::visit_type_reference_mut(self, r);
+    }
+    fn visit_lifetime_mut(&mut self, l: &mut syn::Lifetime) {
+        *l = syn::Lifetime::new("'static", l.span());
+    }
+}
+
+/// Replaces every named lifetime by `'_`, so that a type from a signature can
+/// be named inside the generated function (where the signature's lifetime
+/// parameters are not in scope).
+struct Elide;
+
+impl VisitMut for Elide {
+    fn visit_type_reference_mut(&mut self, r: &mut syn::TypeReference) {
+        r.lifetime = None;
+        syn::visit_mut::visit_type_reference_mut(self, r);
+    }
+    fn visit_lifetime_mut(&mut self, l: &mut syn::Lifetime) {
+        *l = syn::Lifetime::new("'_", l.span());
+    }
+}
+
+fn elide(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    Elide.visit_type_mut(&mut ty);
+    ty
+}
+
+fn statik(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    Static.visit_type_mut(&mut ty);
+    ty
+}
+
+/// `T` of `Wrapper<T>` when the last path segment is `name`.
+fn unwrap<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
+    let Type::Path(p) = ty else { return None };
+    let seg = p.path.segments.last()?;
+    if seg.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|a| match a {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// The item type of a `Vec<T>`, `Option<T>`, `impl Iterator<Item = T>` or
+/// `impl IntoIterator<Item = T>`.
+fn item_of(ty: &Type) -> Option<&Type> {
+    if let Some(t) = unwrap(ty, "Vec").or_else(|| unwrap(ty, "Option")) {
+        return Some(t);
+    }
+    let Type::ImplTrait(it) = ty else { return None };
+    it.bounds.iter().find_map(|b| match b {
+        TypeParamBound::Trait(t) => {
+            let seg = t.path.segments.last()?;
+            if seg.ident != "Iterator" && seg.ident != "IntoIterator" {
+                return None;
+            }
+            let PathArguments::AngleBracketed(args) = &seg.arguments else {
+                return None;
+            };
+            args.args.iter().find_map(|a| match a {
+                GenericArgument::AssocType(at) if at.ident == "Item" => Some(&at.ty),
+                _ => None,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// `T` when `ty` is `&T` and `T` is not `str` or `[u8]`: the params argument.
+fn params_type(ty: &Type) -> Option<&Type> {
+    let Type::Reference(r) = ty else { return None };
+    match &*r.elem {
+        Type::Path(p) if p.path.is_ident("str") => None,
+        Type::Slice(_) => None,
+        t => Some(t),
+    }
+}
+
+fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStream2> {
+    let sdk = sdk();
+    let name = &f.sig.ident;
+    let vis = &f.vis;
+    let sig = &f.sig;
+    let shape = kind.shape();
+    if !attr.is_empty() {
+        return Err(Error::new(
+            attr.span(),
+            format!("#[dstream::{}] takes no arguments", kind.attr()),
+        ));
+    }
+    if let Some(a) = &sig.asyncness {
+        return Err(Error::new(a.span(), "an operator cannot be async"));
+    }
+    if let Some(p) = sig.generics.type_params().next() {
+        return Err(Error::new(p.span(), "an operator cannot be generic"));
+    }
+    if let Some(p) = sig.generics.const_params().next() {
+        return Err(Error::new(p.span(), "an operator cannot be generic"));
+    }
+    let mut types: Vec<&Type> = Vec::new();
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Receiver(r) => {
+                return Err(Error::new(
+                    r.span(),
+                    "an operator is a free function, not a method",
+                ));
+            }
+            FnArg::Typed(t) => {
+                if !matches!(&*t.pat, Pat::Ident(_) | Pat::Wild(_)) {
+                    return Err(Error::new(t.pat.span(), "use a plain argument name here"));
+                }
+                types.push(&t.ty);
+            }
+        }
+    }
+    // A trailing `&P` (other than `&str` and `&[u8]`) receives the parameters.
+    let params = types.last().and_then(|t| params_type(t)).cloned();
+    if params.is_some() {
+        types.pop();
+    }
+    let data: Vec<Type> = types.into_iter().map(elide).collect();
+    let data: Vec<&Type> = data.iter().collect();
+    let want = match kind {
+        Kind::Map | Kind::FlatMap | Kind::Filter => 1..=2,
+        Kind::Reduce | Kind::Inverse => 2..=2,
+        Kind::UpdateState => 3..=3,
+        Kind::Transform => 1..=1,
+    };
+    if !want.contains(&data.len()) {
+        return Err(Error::new(
+            sig.inputs
+                .span()
+                .join(sig.paren_token.span.join())
+                .unwrap_or(sig.ident.span()),
+            format!(
+                "#[dstream::{}] expects {shape} (and optionally a last `&P` argument for parameters)",
+                kind.attr()
+            ),
+        ));
+    }
+    let ReturnType::Type(_, ret) = &sig.output else {
+        return Err(Error::new(
+            sig.ident.span(),
+            format!(
+                "#[dstream::{}] expects {shape}: add a return type",
+                kind.attr()
+            ),
+        ));
+    };
+    let (ret, fallible) = match unwrap(ret, "Result") {
+        Some(t) => (t, true),
+        None => (&**ret, false),
+    };
+
+    let doc = docs(&f.attrs);
+    let op_name = name.to_string();
+    let params_ty = params
+        .clone()
+        .map(|t| statik(&t))
+        .unwrap_or(syn::parse_quote!(()));
+    // Inside the generated function, `&P` may borrow: name it as written.
+    let params_local = params.as_ref().map(elide).unwrap_or(syn::parse_quote!(()));
+    let pass_params = params.as_ref().map(|_| quote!(, &__params));
+    let dec = |t: &Type| {
+        let t = statik(t);
+        quote!(<#t as #sdk::__private::Decode<'static>>::ENCODING)
+    };
+    let none = quote!(#sdk::Encoding::None);
+    let check = |r: TokenStream2, idx: TokenStream2| {
+        if fallible {
+            quote!(#sdk::__private::at(#r, #idx)?)
+        } else {
+            r
+        }
+    };
+    let ok_wrap = |call: TokenStream2| {
+        if fallible {
+            call
+        } else {
+            quote!(::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call))
+        }
+    };
+    let item = |what: &str| {
+        item_of(ret).ok_or_else(|| {
+            Error::new(
+                ret.span(),
+                format!(
+                    "#[dstream::{}] must return {what}Vec<R>, Option<R>, impl Iterator<Item = R> or impl IntoIterator<Item = R>",
+                    kind.attr()
+                ),
+            )
+        })
+    };
+
+    let (input_enc, output_enc, runner) = match kind {
+        Kind::Map | Kind::FlatMap | Kind::Filter => {
+            let (kt, vt) = if data.len() == 2 {
+                (Some(data[0]), data[1])
+            } else {
+                (None, data[0])
+            };
+            let key_arg = kt.map(|t| quote!(#sdk::__private::decode::<#t>(__k, __i, "key")?,));
+            let call = quote!(super::#name(#key_arg #sdk::__private::decode::<#vt>(__v, __i, "value")? #pass_params));
+            let r = check(call, quote!(__i));
+            let input_enc = (kt.map(dec).unwrap_or(none.clone()), dec(vt));
+            match kind {
+                Kind::Filter => {
+                    if !fallible && !matches!(ret, Type::Path(p) if p.path.is_ident("bool")) {
+                        return Err(Error::new(
+                            ret.span(),
+                            "#[dstream::filter] must return bool or Result<bool, E>",
+                        ));
+                    }
+                    let out = input_enc.clone();
+                    let body = quote! {
+                        fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __keep: &mut ::std::vec::Vec<u32>) -> ::core::result::Result<(), #sdk::OpError> {
+                            let __params: #params_local = #sdk::__private::params(__raw)?;
+                            for (__i, (__k, __v)) in __input.iter().enumerate() {
+                                let _ = __k;
+                                let __r: bool = #r;
+                                if __r { __keep.push(__i as u32); }
+                            }
+                            ::core::result::Result::Ok(())
+                        }
+                        #sdk::Runner::Select(__run)
+                    };
+                    (input_enc, out, body)
+                }
+                Kind::Map => {
+                    let rt = statik(ret);
+                    let out = (
+                        quote!(<#rt as #sdk::Emit>::KEY),
+                        quote!(<#rt as #sdk::Emit>::VALUE),
+                    );
+                    let body = quote! {
+                        fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
+                            let __params: #params_local = #sdk::__private::params(__raw)?;
+                            for (__i, (__k, __v)) in __input.iter().enumerate() {
+                                let _ = __k;
+                                #sdk::Emit::emit(#r, __out);
+                            }
+                            ::core::result::Result::Ok(())
+                        }
+                        #sdk::Runner::OneInput(__run)
+                    };
+                    (input_enc, out, body)
+                }
+                _ => {
+                    let it = statik(item("")?);
+                    let out = (
+                        quote!(<#it as #sdk::Emit>::KEY),
+                        quote!(<#it as #sdk::Emit>::VALUE),
+                    );
+                    let body = quote! {
+                        fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
+                            let __params: #params_local = #sdk::__private::params(__raw)?;
+                            for (__i, (__k, __v)) in __input.iter().enumerate() {
+                                let _ = __k;
+                                for __item in #r {
+                                    #sdk::Emit::emit(__item, __out);
+                                }
+                            }
+                            ::core::result::Result::Ok(())
+                        }
+                        #sdk::Runner::OneInput(__run)
+                    };
+                    (input_enc, out, body)
+                }
+            }
+        }
+        Kind::Reduce | Kind::Inverse => {
+            let vt = data[0];
+            let enc = (quote!(#sdk::Encoding::Bytes), dec(vt));
+            let call = ok_wrap(quote!(super::#name(__a, __b #pass_params)));
+            let body = if kind == Kind::Reduce {
+                quote! {
+                    fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
+                        let __params: #params_local = #sdk::__private::params(__raw)?;
+                        #sdk::__private::reduce::<#vt, _, _>(__input, __out, |__a, __b| #call)
+                    }
+                    #sdk::Runner::OneInput(__run)
+                }
+            } else {
+                quote! {
+                    fn __run(__current: #sdk::Records<'_>, __leaving: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
+                        let __params: #params_local = #sdk::__private::params(__raw)?;
+                        #sdk::__private::inverse::<#vt, _, _>(__current, __leaving, __out, |__a, __b| #call)
+                    }
+                    #sdk::Runner::TwoInput(__run)
+                }
+            };
+            (enc.clone(), enc, body)
+        }
+        Kind::UpdateState => {
+            let kt = data[0];
+            let vt = unwrap(data[1], "Vec").ok_or_else(|| {
+                Error::new(data[1].span(), "the new values of a key come as Vec<V>")
+            })?;
+            let st = unwrap(data[2], "Option").ok_or_else(|| {
+                Error::new(data[2].span(), "the old state of a key comes as Option<S>")
+            })?;
+            if unwrap(ret, "Option").is_none() {
+                return Err(Error::new(
+                    ret.span(),
+                    "#[dstream::update_state] must return Option<S> (None drops the key)",
+                ));
+            }
+            let call = ok_wrap(quote!(super::#name(__key, __values, __state #pass_params)));
+            let body = quote! {
+                fn __run(__input: #sdk::Records<'_>, __state: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
+                    let __params: #params_local = #sdk::__private::params(__raw)?;
+                    #sdk::__private::update_state::<#kt, #vt, #st, _, _>(__input, __state, __out, |__key, __values, __state| #call)
+                }
+                #sdk::Runner::TwoInput(__run)
+            };
+            ((dec(kt), dec(vt)), (dec(kt), dec(st)), body)
+        }
+        Kind::Transform => {
+            let pair = unwrap(data[0], "Vec").and_then(|t| match t {
+                Type::Tuple(tt) if tt.elems.len() == 2 => Some((&tt.elems[0], &tt.elems[1])),
+                _ => None,
+            });
+            let Some((kt, vt)) = pair else {
+                return Err(Error::new(
+                    data[0].span(),
+                    "#[dstream::transform] takes the partition as Vec<(K, V)>",
+                ));
+            };
+            let it = statik(item("")?);
+            let call = quote!(super::#name(__records #pass_params));
+            let r = if fallible {
+                quote!(#call.map_err(#sdk::OpError::new)?)
+            } else {
+                call
+            };
+            let body = quote! {
+                fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
+                    let __params: #params_local = #sdk::__private::params(__raw)?;
+                    let __records = #sdk::__private::decode_all::<#kt, #vt>(__input)?;
+                    for __item in #r {
+                        #sdk::Emit::emit(__item, __out);
+                    }
+                    ::core::result::Result::Ok(())
+                }
+                #sdk::Runner::OneInput(__run)
+            };
+            (
+                (dec(kt), dec(vt)),
+                (
+                    quote!(<#it as #sdk::Emit>::KEY),
+                    quote!(<#it as #sdk::Emit>::VALUE),
+                ),
+                body,
+            )
+        }
+    };
+    let variant = kind.variant();
+    let (ik, iv) = input_enc;
+    let (ok, ov) = output_enc;
+    let mod_doc = format!("The dstream operator made from [`{name}()`](fn@{name}).");
+    let assert_params = params.as_ref().map(|p| {
+        let p = statik(p);
+        quote_spanned! {p.span()=>
+            const _: fn() = || { fn __is_params<__P: #sdk::Params>() {} __is_params::<#p>(); };
+        }
+    });
+    Ok(quote! {
+        #f
+
+        #[doc = #mod_doc]
+        #[allow(non_snake_case, unreachable_pub, clippy::needless_question_mark, clippy::let_unit_value)]
+        #vis mod #name {
+            #[allow(unused_imports)]
+            use super::*;
+            #assert_params
+            /// The operator.
+            pub const OPERATOR: #sdk::Operator = #sdk::Operator {
+                name: #op_name,
+                kind: #sdk::Kind::#variant,
+                description: #doc,
+                params: <#params_ty as #sdk::Params>::specs,
+                input: (#ik, #iv),
+                output: (#ok, #ov),
+                runner: { #runner },
+            };
+        }
+    })
+}
+
+/// Derives `dstream_sdk::Params` for a struct with named fields.
+#[proc_macro_derive(Params, attributes(param))]
+pub fn derive_params(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as DeriveInput);
+    match params(&input) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.into_compile_error().into(),
+    }
+}
+
+fn params(input: &DeriveInput) -> syn::Result<TokenStream2> {
+    let sdk = sdk();
+    let name = &input.ident;
+    let Data::Struct(s) = &input.data else {
+        return Err(Error::new(
+            input.ident.span(),
+            "Params derives only for structs",
+        ));
+    };
+    let Fields::Named(fields) = &s.fields else {
+        return Err(Error::new(input.ident.span(), "Params needs named fields"));
+    };
+    if !input.generics.params.is_empty() {
+        return Err(Error::new(
+            input.generics.span(),
+            "Params cannot be generic",
+        ));
+    }
+    let mut specs = Vec::new();
+    let mut inits = Vec::new();
+    for field in &fields.named {
+        let ident = field.ident.as_ref().expect("named field");
+        let pname = ident.to_string();
+        let desc = docs(&field.attrs);
+        let mut default: Option<Expr> = None;
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("param")) {
+            attr.parse_nested_meta(|m| {
+                if m.path.is_ident("default") {
+                    default = Some(m.value()?.parse()?);
+                    Ok(())
+                } else {
+                    Err(m.error("expected `default = ...`"))
+                }
+            })?;
+        }
+        let (init, required) = match (unwrap(&field.ty, "Option"), default) {
+            (Some(inner), None) => (quote!(__raw.parse::<#inner>(#pname)?), false),
+            (Some(_), Some(d)) => {
+                return Err(Error::new(d.span(), "an Option parameter has no default"));
+            }
+            (None, Some(d)) => {
+                let ty = &field.ty;
+                // A string literal converts (to String, say); anything else
+                // must already have the field's type (integer literals do).
+                let dv = match &d {
+                    Expr::Lit(l) if matches!(l.lit, Lit::Str(_)) => {
+                        quote!(::core::convert::Into::<#ty>::into(#d))
+                    }
+                    _ => quote!({ let __d: #ty = #d; __d }),
+                };
+                (
+                    quote!(match __raw.parse::<#ty>(#pname)? {
+                        ::core::option::Option::Some(v) => v,
+                        ::core::option::Option::None => #dv,
+                    }),
+                    false,
+                )
+            }
+            (None, None) => {
+                let ty = &field.ty;
+                (
+                    quote!(__raw.parse::<#ty>(#pname)?.ok_or_else(|| ::std::format!("missing required parameter `{}`", #pname))?),
+                    true,
+                )
+            }
+        };
+        specs.push(
+            quote!(#sdk::ParamSpec { name: #pname, description: #desc, required: #required }),
+        );
+        inits.push(quote!(#ident: #init));
+    }
+    Ok(quote! {
+        impl #sdk::Params for #name {
+            fn specs() -> ::std::vec::Vec<#sdk::ParamSpec> {
+                ::std::vec![#(#specs),*]
+            }
+            fn from_params(__raw: &#sdk::RawParams<'_>) -> ::core::result::Result<Self, ::std::string::String> {
+                __raw.check_known(&<Self as #sdk::Params>::specs())?;
+                ::core::result::Result::Ok(Self { #(#inits),* })
+            }
+        }
+    })
+}

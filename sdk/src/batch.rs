@@ -1,0 +1,155 @@
+//! Partitions as flat buffers, on the plugin's side of the boundary.
+
+use crate::codec::{Decode, Encode};
+
+/// An owned partition being built: one data buffer plus offsets, the layout of
+/// `batch` in the WIT contract (record `i` has key
+/// `data[bounds[2i]..bounds[2i+1]]` and value `data[bounds[2i+1]..bounds[2i+2]]`).
+///
+/// ```
+/// use dstream_sdk::Batch;
+///
+/// let mut b = Batch::new();
+/// b.push(b"url", b"/index.html");
+/// assert_eq!(b.records().get(0), (&b"url"[..], &b"/index.html"[..]));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Keys and values back to back.
+    pub data: Vec<u8>,
+    /// `2n + 1` offsets into `data`, the first one 0.
+    pub bounds: Vec<u32>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::with_capacity(0, 0)
+    }
+
+    /// An empty batch with room for `records` records of `bytes` bytes in all.
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        let mut bounds = Vec::with_capacity(2 * records + 1);
+        bounds.push(0);
+        Self {
+            data: Vec::with_capacity(bytes),
+            bounds,
+        }
+    }
+
+    /// Builds a batch from (key, value) pairs.
+    pub fn from_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut b = Self::new();
+        for (k, v) in pairs {
+            b.push(k.as_ref(), v.as_ref());
+        }
+        b
+    }
+
+    /// Builds a batch of unkeyed records.
+    pub fn from_values<V: AsRef<[u8]>>(values: impl IntoIterator<Item = V>) -> Self {
+        Self::from_pairs(values.into_iter().map(|v| (b"", v)))
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.bounds.len() / 2
+    }
+
+    /// True when there is no record.
+    pub fn is_empty(&self) -> bool {
+        self.bounds.len() <= 1
+    }
+
+    /// Appends a record of raw bytes.
+    #[inline]
+    pub fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.push_encoded(key, value)
+    }
+
+    /// Appends a record, encoding key and value in place.
+    #[inline]
+    pub fn push_encoded<K: Encode + ?Sized, V: Encode + ?Sized>(&mut self, key: &K, value: &V) {
+        key.encode(&mut self.data);
+        self.bounds.push(self.data.len() as u32);
+        value.encode(&mut self.data);
+        self.bounds.push(self.data.len() as u32);
+    }
+
+    /// A read-only view of the records.
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            data: &self.data,
+            bounds: &self.bounds,
+        }
+    }
+
+    /// Decodes every record as `(K, V)`, for tests of operators.
+    pub fn decode<'a, K: Decode<'a>, V: Decode<'a>>(
+        &'a self,
+    ) -> Result<Vec<(K, V)>, crate::DecodeError> {
+        self.records()
+            .iter()
+            .map(|(k, v)| Ok((K::decode(k)?, V::decode(v)?)))
+            .collect()
+    }
+}
+
+/// A borrowed partition: what an operator reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Records<'a> {
+    data: &'a [u8],
+    bounds: &'a [u32],
+}
+
+impl<'a> Records<'a> {
+    /// A view over raw parts (as received from the host).
+    ///
+    /// An empty `bounds` is read as an empty batch. Malformed offsets make
+    /// [`Records::get`] panic, which the host reports as a trap.
+    pub fn new(data: &'a [u8], bounds: &'a [u32]) -> Self {
+        Self { data, bounds }
+    }
+
+    /// Number of records.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.bounds.len() / 2
+    }
+
+    /// True when there is no record.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Record `i` as (key, value).
+    #[inline]
+    pub fn get(&self, i: usize) -> (&'a [u8], &'a [u8]) {
+        let b = &self.bounds[2 * i..2 * i + 3];
+        (
+            &self.data[b[0] as usize..b[1] as usize],
+            &self.data[b[1] as usize..b[2] as usize],
+        )
+    }
+
+    /// The records in order, as (key, value).
+    #[inline]
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let this = *self;
+        (0..self.len()).map(move |i| this.get(i))
+    }
+
+    /// Size of all keys and values in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.data.len()
+    }
+}

@@ -1,0 +1,351 @@
+//! Typed views of keys and values.
+//!
+//! Keys and values cross the boundary as bytes. An operator names the types it
+//! wants in its signature, and these traits turn bytes into them and back:
+//!
+//! | Rust type | bytes |
+//! |---|---|
+//! | `&str`, `String` | UTF-8 text |
+//! | `&[u8]`, `Vec<u8>` | raw bytes |
+//! | `u8`..`u64`, `i8`..`i64`, `f32`, `f64` | little-endian |
+//! | `bool` | one byte, 0 or 1 |
+//! | `()` | nothing |
+//! | [`Postcard<T>`] for any serde type `T` | postcard |
+
+use std::fmt;
+
+/// How a key or value is encoded (mirrors `encoding` in the WIT contract), so
+/// that tools such as `dstream test-op` can read and print records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// No data: an unkeyed record's key, a unit value, or an input the
+    /// operator ignores.
+    None,
+    /// Opaque bytes.
+    Bytes,
+    /// UTF-8 text.
+    Utf8,
+    /// Little-endian `u8`.
+    U8,
+    /// Little-endian `u16`.
+    U16,
+    /// Little-endian `u32`.
+    U32,
+    /// Little-endian `u64`.
+    U64,
+    /// Little-endian `i8`.
+    I8,
+    /// Little-endian `i16`.
+    I16,
+    /// Little-endian `i32`.
+    I32,
+    /// Little-endian `i64`.
+    I64,
+    /// Little-endian `f32`.
+    F32,
+    /// Little-endian `f64`.
+    F64,
+    /// One byte, 0 or 1.
+    Boolean,
+    /// A serde value encoded with postcard.
+    Postcard,
+}
+
+/// Why bytes could not be decoded into the type an operator asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    /// What was expected, e.g. "u64 (8 bytes)".
+    pub expected: &'static str,
+    /// What was wrong.
+    pub detail: String,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "expected {}: {}", self.expected, self.detail)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A type an operator can take as a key or value.
+pub trait Decode<'a>: Sized {
+    /// How the bytes are encoded.
+    const ENCODING: Encoding;
+    /// Reads a value from exactly these bytes.
+    fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError>;
+}
+
+/// A type an operator can return as a key or value.
+pub trait Encode {
+    /// How the bytes are encoded.
+    const ENCODING: Encoding;
+    /// Appends the bytes of `self` to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+}
+
+impl<T: Encode + ?Sized> Encode for &T {
+    const ENCODING: Encoding = T::ENCODING;
+    #[inline]
+    fn encode(&self, out: &mut Vec<u8>) {
+        (**self).encode(out)
+    }
+}
+
+impl<'a> Decode<'a> for &'a [u8] {
+    const ENCODING: Encoding = Encoding::Bytes;
+    #[inline]
+    fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(bytes)
+    }
+}
+
+impl Decode<'_> for Vec<u8> {
+    const ENCODING: Encoding = Encoding::Bytes;
+    #[inline]
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(bytes.to_vec())
+    }
+}
+
+impl Encode for [u8] {
+    const ENCODING: Encoding = Encoding::Bytes;
+    #[inline]
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self)
+    }
+}
+
+impl Encode for Vec<u8> {
+    const ENCODING: Encoding = Encoding::Bytes;
+    #[inline]
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self)
+    }
+}
+
+impl<'a> Decode<'a> for &'a str {
+    const ENCODING: Encoding = Encoding::Utf8;
+    #[inline]
+    fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        std::str::from_utf8(bytes).map_err(|e| DecodeError {
+            expected: "UTF-8 text",
+            detail: e.to_string(),
+        })
+    }
+}
+
+impl Decode<'_> for String {
+    const ENCODING: Encoding = Encoding::Utf8;
+    #[inline]
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        <&str>::decode(bytes).map(str::to_owned)
+    }
+}
+
+impl Encode for str {
+    const ENCODING: Encoding = Encoding::Utf8;
+    #[inline]
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes())
+    }
+}
+
+impl Encode for String {
+    const ENCODING: Encoding = Encoding::Utf8;
+    #[inline]
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes())
+    }
+}
+
+macro_rules! le_numbers {
+    ($($t:ty => $enc:ident, $what:literal;)*) => {$(
+        impl Decode<'_> for $t {
+            const ENCODING: Encoding = Encoding::$enc;
+            #[inline]
+            fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+                match bytes.try_into() {
+                    Ok(a) => Ok(<$t>::from_le_bytes(a)),
+                    Err(_) => Err(DecodeError {
+                        expected: $what,
+                        detail: format!("got {} bytes", bytes.len()),
+                    }),
+                }
+            }
+        }
+        impl Encode for $t {
+            const ENCODING: Encoding = Encoding::$enc;
+            #[inline]
+            fn encode(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes())
+            }
+        }
+    )*};
+}
+
+le_numbers! {
+    u8 => U8, "u8 (1 byte)";
+    u16 => U16, "u16 (2 bytes)";
+    u32 => U32, "u32 (4 bytes)";
+    u64 => U64, "u64 (8 bytes)";
+    i8 => I8, "i8 (1 byte)";
+    i16 => I16, "i16 (2 bytes)";
+    i32 => I32, "i32 (4 bytes)";
+    i64 => I64, "i64 (8 bytes)";
+    f32 => F32, "f32 (4 bytes)";
+    f64 => F64, "f64 (8 bytes)";
+}
+
+impl Decode<'_> for bool {
+    const ENCODING: Encoding = Encoding::Boolean;
+    #[inline]
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match bytes {
+            [0] => Ok(false),
+            [1] => Ok(true),
+            _ => Err(DecodeError {
+                expected: "bool (one byte, 0 or 1)",
+                detail: format!("got {bytes:?}"),
+            }),
+        }
+    }
+}
+
+impl Encode for bool {
+    const ENCODING: Encoding = Encoding::Boolean;
+    #[inline]
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self))
+    }
+}
+
+impl Decode<'_> for () {
+    const ENCODING: Encoding = Encoding::None;
+    #[inline]
+    fn decode(_: &[u8]) -> Result<Self, DecodeError> {
+        Ok(())
+    }
+}
+
+impl Encode for () {
+    const ENCODING: Encoding = Encoding::None;
+    #[inline]
+    fn encode(&self, _: &mut Vec<u8>) {}
+}
+
+/// Any serde type, encoded with postcard.
+///
+/// ```
+/// use dstream_sdk::{Decode, Encode, Postcard};
+///
+/// let mut bytes = Vec::new();
+/// Postcard(("page".to_string(), 3u64)).encode(&mut bytes);
+/// let Postcard((name, n)) = Postcard::<(String, u64)>::decode(&bytes).unwrap();
+/// assert_eq!((name.as_str(), n), ("page", 3));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Postcard<T>(pub T);
+
+impl<'a, T: serde::Deserialize<'a>> Decode<'a> for Postcard<T> {
+    const ENCODING: Encoding = Encoding::Postcard;
+    #[inline]
+    fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        postcard::from_bytes(bytes)
+            .map(Postcard)
+            .map_err(|e| DecodeError {
+                expected: "a postcard value",
+                detail: e.to_string(),
+            })
+    }
+}
+
+impl<T: serde::Serialize> Encode for Postcard<T> {
+    const ENCODING: Encoding = Encoding::Postcard;
+    #[inline]
+    fn encode(&self, out: &mut Vec<u8>) {
+        // Serialising into a Vec cannot fail for serde types that postcard
+        // supports; a type it cannot encode (e.g. a map with a non-sized
+        // iterator) is a programming error surfaced loudly.
+        let bytes = postcard::to_allocvec(&self.0).expect("postcard encodes the value");
+        out.extend_from_slice(&bytes)
+    }
+}
+
+/// A record an operator returns: a value alone (the key stays empty) or a
+/// `(key, value)` pair.
+pub trait Emit {
+    /// Encoding of the key written.
+    const KEY: Encoding;
+    /// Encoding of the value written.
+    const VALUE: Encoding;
+    /// Appends this record to `out`.
+    fn emit(self, out: &mut crate::Batch);
+}
+
+impl<K: Encode, V: Encode> Emit for (K, V) {
+    const KEY: Encoding = K::ENCODING;
+    const VALUE: Encoding = V::ENCODING;
+    #[inline]
+    fn emit(self, out: &mut crate::Batch) {
+        out.push_encoded(&self.0, &self.1)
+    }
+}
+
+macro_rules! emit_value {
+    ($($t:ty),*) => {$(
+        impl Emit for $t {
+            const KEY: Encoding = Encoding::None;
+            const VALUE: Encoding = <$t as Encode>::ENCODING;
+            #[inline]
+            fn emit(self, out: &mut crate::Batch) {
+                out.push_encoded(&(), &self)
+            }
+        }
+    )*};
+}
+
+emit_value!(
+    &str,
+    String,
+    &[u8],
+    Vec<u8>,
+    u8,
+    u16,
+    u32,
+    u64,
+    i8,
+    i16,
+    i32,
+    i64,
+    f32,
+    f64,
+    bool,
+    ()
+);
+
+impl<T: serde::Serialize> Emit for Postcard<T> {
+    const KEY: Encoding = Encoding::None;
+    const VALUE: Encoding = Encoding::Postcard;
+    #[inline]
+    fn emit(self, out: &mut crate::Batch) {
+        out.push_encoded(&(), &self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_little_endian_and_length_checked() {
+        let mut b = Vec::new();
+        258u16.encode(&mut b);
+        assert_eq!(b, [2, 1]);
+        assert_eq!(u16::decode(&b), Ok(258));
+        let e = u64::decode(&b).unwrap_err();
+        assert_eq!(e.to_string(), "expected u64 (8 bytes): got 2 bytes");
+        assert!(<&str>::decode(&[0xff]).is_err());
+        assert!(bool::decode(&[2]).is_err());
+    }
+}
