@@ -7,10 +7,14 @@
 //! So far it holds the data model every other crate shares:
 //! - [`batch`]: one partition of records as flat buffers, the exact layout
 //!   that crosses the Wasm boundary.
+//! - [`plugin`]: what a plugin says about itself (its operators, their kinds,
+//!   parameters and encodings).
 
 pub mod batch;
+pub mod plugin;
 
 pub use batch::Batch;
+pub use plugin::{Encoding, OperatorInfo, OperatorKind, ParamInfo, PluginInfo};
 
 /// Errors of the core.
 #[derive(Debug, thiserror::Error)]

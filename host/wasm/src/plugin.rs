@@ -1,0 +1,440 @@
+//! A loaded plugin and the calls into it.
+
+use dstream_core::{Batch, Encoding, OperatorInfo, OperatorKind, ParamInfo, PluginInfo};
+use wasmtime::component::{ComponentExportIndex, ComponentNamedList, ComponentType, Lift, Lower};
+use wasmtime::{Store, Trap};
+
+use crate::Error;
+use crate::host::{HostState, PluginPre, wit};
+use crate::runtime::{Exports, Runtime};
+
+/// A partition as the guest's `batch` record, lowered straight from the host's
+/// buffers: no copy but the one into guest memory.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct BatchRef<'a> {
+    data: &'a [u8],
+    bounds: &'a [u32],
+}
+
+impl<'a> BatchRef<'a> {
+    fn of(b: &'a Batch) -> Result<Self, Error> {
+        if b.byte_len() > u32::MAX as usize / 2 {
+            return Err(Error::BatchTooLarge {
+                bytes: b.byte_len(),
+            });
+        }
+        Ok(Self {
+            data: b.data(),
+            bounds: b.bounds(),
+        })
+    }
+}
+
+/// One stage of [`Plugin::pipeline`]: an operator and its parameters.
+#[derive(Clone, Debug, PartialEq, Eq, ComponentType, Lower)]
+#[component(record)]
+pub struct Stage {
+    /// Operator name.
+    pub op: String,
+    /// Its parameters.
+    pub params: Vec<(String, String)>,
+}
+
+type Params = [(String, String)];
+type BatchResult = (Result<wit::Batch, wit::OpError>,);
+
+/// A validated, compiled plugin. Every call runs in a fresh instance (taken
+/// from the pool), so no state leaks from one call to the next and a call that
+/// failed leaves nothing behind. Cheap to share across threads.
+pub struct Plugin {
+    runtime: Runtime,
+    name: String,
+    info: PluginInfo,
+    pre: PluginPre<HostState>,
+    exports: Exports,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kind(k: wit::Kind) -> OperatorKind {
+    match k {
+        wit::Kind::Map => OperatorKind::Map,
+        wit::Kind::FlatMap => OperatorKind::FlatMap,
+        wit::Kind::Filter => OperatorKind::Filter,
+        wit::Kind::Reduce => OperatorKind::Reduce,
+        wit::Kind::Inverse => OperatorKind::Inverse,
+        wit::Kind::UpdateState => OperatorKind::UpdateState,
+        wit::Kind::Transform => OperatorKind::Transform,
+    }
+}
+
+fn encoding(e: wit::Encoding) -> Encoding {
+    use wit::Encoding as W;
+    match e {
+        W::None => Encoding::None,
+        W::Bytes => Encoding::Bytes,
+        W::Utf8 => Encoding::Utf8,
+        W::U8 => Encoding::U8,
+        W::U16 => Encoding::U16,
+        W::U32 => Encoding::U32,
+        W::U64 => Encoding::U64,
+        W::S8 => Encoding::I8,
+        W::S16 => Encoding::I16,
+        W::S32 => Encoding::I32,
+        W::S64 => Encoding::I64,
+        W::F32 => Encoding::F32,
+        W::F64 => Encoding::F64,
+        W::Boolean => Encoding::Boolean,
+        W::Postcard => Encoding::Postcard,
+    }
+}
+
+fn info(i: wit::PluginInfo) -> PluginInfo {
+    PluginInfo {
+        name: i.name,
+        version: i.version,
+        operators: i
+            .operators
+            .into_iter()
+            .map(|o| OperatorInfo {
+                name: o.name,
+                kind: kind(o.kind),
+                description: o.description,
+                params: o
+                    .params
+                    .into_iter()
+                    .map(|p| ParamInfo {
+                        name: p.name,
+                        description: p.description,
+                        required: p.required,
+                    })
+                    .collect(),
+                input: (encoding(o.input_key), encoding(o.input_value)),
+                output: (encoding(o.output_key), encoding(o.output_value)),
+            })
+            .collect(),
+    }
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        runtime: Runtime,
+        name: String,
+        pre: PluginPre<HostState>,
+        exports: Exports,
+    ) -> Result<Self, Error> {
+        let mut plugin = Self {
+            runtime,
+            name,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                operators: Vec::new(),
+            },
+            pre,
+            exports,
+        };
+        let idx = plugin.exports.describe.clone();
+        let (described,): (wit::PluginInfo,) = plugin.invoke("describe", &idx, ())?;
+        let described = info(described);
+        let bad = |message: String| Error::BadDescription {
+            plugin: plugin.name.clone(),
+            message,
+        };
+        if described.operators.is_empty() {
+            return Err(bad("it has no operators".into()));
+        }
+        let mut names: Vec<&str> = described
+            .operators
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(format!("two operators are called `{}`", w[0])));
+        }
+        if names.iter().any(|n| n.is_empty() || n.contains('/')) {
+            return Err(bad(
+                "operator names must be non-empty and contain no `/`".into()
+            ));
+        }
+        plugin.info = described;
+        Ok(plugin)
+    }
+
+    /// The name the plugin was loaded under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the plugin said about itself at load.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The operator `op`, checked to exist, to be of one of `kinds`, and to be
+    /// given its required parameters.
+    fn check(
+        &self,
+        op: &str,
+        kinds: &[OperatorKind],
+        params: &Params,
+    ) -> Result<&OperatorInfo, Error> {
+        let info = self
+            .info
+            .operator(op)
+            .ok_or_else(|| Error::UnknownOperator {
+                plugin: self.name.clone(),
+                operator: op.to_string(),
+                available: self
+                    .info
+                    .operators
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        if !kinds.contains(&info.kind) {
+            return Err(Error::WrongKind {
+                plugin: self.name.clone(),
+                operator: op.to_string(),
+                actual: info.kind,
+                expected: kinds
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            });
+        }
+        if let Some(p) = info
+            .params
+            .iter()
+            .find(|p| p.required && !params.iter().any(|(n, _)| *n == p.name))
+        {
+            return Err(Error::MissingParam {
+                plugin: self.name.clone(),
+                operator: op.to_string(),
+                param: p.name.clone(),
+            });
+        }
+        Ok(info)
+    }
+
+    /// Runs one export in a fresh instance.
+    fn invoke<P, R>(&self, operator: &str, idx: &ComponentExportIndex, args: P) -> Result<R, Error>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift,
+    {
+        let mut store = self.runtime.store(&self.name, operator);
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| Error::Instantiate {
+                plugin: self.name.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let func = instance
+            .get_typed_func::<P, R>(&mut store, idx)
+            .map_err(|e| Error::Invalid {
+                plugin: self.name.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let result = func.call(&mut store, args);
+        let state = store.data();
+        if state.dropped_logs > 0 {
+            tracing::warn!(
+                plugin = %self.name,
+                operator,
+                dropped = state.dropped_logs,
+                "plugin logged more than {} messages in one call; the rest were dropped",
+                crate::host::MAX_LOGS_PER_CALL
+            );
+        }
+        result.map_err(|e| self.classify(operator, &store, e))
+    }
+
+    fn classify(&self, operator: &str, store: &Store<HostState>, e: wasmtime::Error) -> Error {
+        let plugin = self.name.clone();
+        let operator = operator.to_string();
+        let state = store.data();
+        if let Some(wanted) = state.memory_wanted {
+            return Error::MemoryLimit {
+                plugin,
+                operator,
+                wanted,
+                limit: state.memory_limit,
+            };
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Error::Deadline {
+                plugin,
+                operator,
+                limit: self.runtime.limits().deadline,
+            },
+            Some(trap) => Error::Trap {
+                plugin,
+                operator,
+                trap: trap.to_string(),
+                guest_message: state.last_error.clone(),
+            },
+            None => Error::Trap {
+                plugin,
+                operator,
+                trap: format!("{e:#}"),
+                guest_message: state.last_error.clone(),
+            },
+        }
+    }
+
+    fn output(&self, op: &str, r: Result<wit::Batch, wit::OpError>) -> Result<Batch, Error> {
+        let b = r.map_err(|e| self.op_error(op, e))?;
+        Batch::from_parts(b.data, b.bounds).map_err(|e| Error::BadOutput {
+            plugin: self.name.clone(),
+            operator: op.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    fn op_error(&self, op: &str, e: wit::OpError) -> Error {
+        Error::Operator {
+            plugin: self.name.clone(),
+            operator: op.to_string(),
+            record: e.record,
+            message: e.message,
+        }
+    }
+
+    fn one_input(
+        &self,
+        kind: OperatorKind,
+        op: &str,
+        params: &Params,
+        input: &Batch,
+    ) -> Result<Batch, Error> {
+        self.check(op, &[kind], params)?;
+        let idx = match kind {
+            OperatorKind::Map => &self.exports.map,
+            OperatorKind::FlatMap => &self.exports.flat_map,
+            OperatorKind::Reduce => &self.exports.reduce,
+            OperatorKind::Transform => &self.exports.transform,
+            OperatorKind::Filter => return self.filter(op, params, input),
+            OperatorKind::Inverse | OperatorKind::UpdateState => unreachable!("two inputs"),
+        };
+        let (r,): BatchResult = self.invoke(op, idx, (op, params, BatchRef::of(input)?))?;
+        self.output(op, r)
+    }
+
+    /// Applies the map `op` to every record of `input`.
+    pub fn map(&self, op: &str, params: &Params, input: &Batch) -> Result<Batch, Error> {
+        self.one_input(OperatorKind::Map, op, params, input)
+    }
+
+    /// Applies the flat-map `op` to every record of `input`.
+    pub fn flat_map(&self, op: &str, params: &Params, input: &Batch) -> Result<Batch, Error> {
+        self.one_input(OperatorKind::FlatMap, op, params, input)
+    }
+
+    /// Combines the values of each key of `input` with the reduce `op`: one
+    /// record per key, in order of first appearance.
+    pub fn reduce(&self, op: &str, params: &Params, input: &Batch) -> Result<Batch, Error> {
+        self.one_input(OperatorKind::Reduce, op, params, input)
+    }
+
+    /// Runs the transform `op` over the whole partition.
+    pub fn transform(&self, op: &str, params: &Params, input: &Batch) -> Result<Batch, Error> {
+        self.one_input(OperatorKind::Transform, op, params, input)
+    }
+
+    /// The records of `input` the filter `op` keeps. Only their indices cross
+    /// back from the guest; the records are copied here.
+    pub fn filter(&self, op: &str, params: &Params, input: &Batch) -> Result<Batch, Error> {
+        self.check(op, &[OperatorKind::Filter], params)?;
+        let (r,): (Result<Vec<u32>, wit::OpError>,) =
+            self.invoke(op, &self.exports.filter, (op, params, BatchRef::of(input)?))?;
+        let keep = r.map_err(|e| self.op_error(op, e))?;
+        input.select(&keep).map_err(|e| Error::BadOutput {
+            plugin: self.name.clone(),
+            operator: op.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Record `i` of the output is the inverse `op` of `current[i]` and
+    /// `leaving[i]`, keyed as `current[i]`.
+    pub fn inverse(
+        &self,
+        op: &str,
+        params: &Params,
+        current: &Batch,
+        leaving: &Batch,
+    ) -> Result<Batch, Error> {
+        self.check(op, &[OperatorKind::Inverse], params)?;
+        let args = (op, params, BatchRef::of(current)?, BatchRef::of(leaving)?);
+        let (r,): BatchResult = self.invoke(op, &self.exports.inverse, args)?;
+        self.output(op, r)
+    }
+
+    /// New state per key from the old `state` (one record per key) and this
+    /// interval's `input`; keys whose operator returns no state are dropped.
+    pub fn update_state(
+        &self,
+        op: &str,
+        params: &Params,
+        input: &Batch,
+        state: &Batch,
+    ) -> Result<Batch, Error> {
+        self.check(op, &[OperatorKind::UpdateState], params)?;
+        let args = (op, params, BatchRef::of(input)?, BatchRef::of(state)?);
+        let (r,): BatchResult = self.invoke(op, &self.exports.update_state, args)?;
+        self.output(op, r)
+    }
+
+    /// Runs the one-input operator `op`, whatever its kind.
+    pub fn apply(&self, op: &str, params: &Params, input: &Batch) -> Result<Batch, Error> {
+        let one = [
+            OperatorKind::Map,
+            OperatorKind::FlatMap,
+            OperatorKind::Filter,
+            OperatorKind::Reduce,
+            OperatorKind::Transform,
+        ];
+        let kind = self.check(op, &one, params)?.kind;
+        self.one_input(kind, op, params, input)
+    }
+
+    /// Runs a chain of one-input operators in one call, inside one instance:
+    /// intermediate partitions never leave the sandbox.
+    pub fn pipeline(&self, stages: &[Stage], input: &Batch) -> Result<Batch, Error> {
+        let one = [
+            OperatorKind::Map,
+            OperatorKind::FlatMap,
+            OperatorKind::Filter,
+            OperatorKind::Reduce,
+            OperatorKind::Transform,
+        ];
+        for s in stages {
+            self.check(&s.op, &one, &s.params)?;
+        }
+        let label = stages
+            .iter()
+            .map(|s| s.op.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        let (r,): BatchResult = self.invoke(
+            &label,
+            &self.exports.pipeline,
+            (stages, BatchRef::of(input)?),
+        )?;
+        self.output(&label, r)
+    }
+}

@@ -1,0 +1,312 @@
+//! The engine: configuration, the epoch ticker, loading and validation.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use crate::host::{HostState, Plugin as World, PluginPre as WorldPre};
+use crate::plugin::Plugin;
+use crate::{Error, WIT_VERSION};
+
+/// How often the epoch ticks: the resolution of deadlines.
+pub(crate) const TICK: Duration = Duration::from_millis(5);
+
+/// The limits every call runs under. One set per runtime; a multi-tenant
+/// host keeps one runtime per quota class.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Linear memory one instance may grow to (bytes).
+    pub memory: usize,
+    /// Wall-clock time one call may take before it is stopped.
+    pub deadline: Duration,
+    /// Largest component accepted (bytes).
+    pub component_size: usize,
+    /// Instances that may run at once (pooling allocator slots).
+    pub instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: 512 << 20,
+            deadline: Duration::from_secs(10),
+            component_size: 32 << 20,
+            instances: 64,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) limits: Limits,
+    /// Dropping the sender stops the ticker.
+    _ticker: Ticker,
+}
+
+struct Ticker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A Wasm engine for dstream plugins. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn engine_error(e: impl std::fmt::Display) -> Error {
+    Error::Engine(e.to_string())
+}
+
+impl Runtime {
+    /// A runtime whose calls run under `limits`.
+    pub fn new(limits: Limits) -> Result<Self, Error> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            // Deadlines: a ticker thread bumps the epoch every TICK.
+            .epoch_interruption(true)
+            // Determinism: the same input gives the same bytes anywhere.
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let page = 64 << 10;
+        let memory = limits.memory.div_ceil(page) * page;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.instances)
+            .total_core_instances(limits.instances * 2)
+            .total_memories(limits.instances * 2)
+            .total_tables(limits.instances * 2)
+            .max_memory_size(memory)
+            .max_memories_per_component(2)
+            .max_tables_per_component(2)
+            .max_core_instances_per_component(4);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_error)?;
+        let mut linker = Linker::new(&engine);
+        World::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(engine_error)?;
+        let (stop, ticks) = mpsc::channel::<()>();
+        let ticking = engine.clone();
+        let thread = std::thread::Builder::new()
+            .name("dstream-epoch".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = ticks.recv_timeout(TICK) {
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(engine_error)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                limits,
+                _ticker: Ticker {
+                    stop: Some(stop),
+                    thread: Some(thread),
+                },
+            }),
+        })
+    }
+
+    /// The limits calls run under.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Validates and compiles a component, and asks it to describe itself.
+    ///
+    /// `name` is how errors and logs refer to the plugin.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, Error> {
+        let plugin = name.to_string();
+        let limit = self.inner.limits.component_size;
+        if bytes.len() > limit {
+            return Err(Error::TooLarge {
+                plugin,
+                size: bytes.len(),
+                limit,
+            });
+        }
+        // The preamble: magic, then version 1 for core modules, or version
+        // 0xd with layer 1 for components.
+        let (is_component, is_core) = match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', v0, v1, l0, l1]) => (
+                [*v0, *v1, *l0, *l1] == [0x0d, 0, 1, 0],
+                [*v0, *v1, *l0, *l1] == [1, 0, 0, 0],
+            ),
+            _ => (false, false),
+        };
+        if !is_component {
+            return Err(if is_core {
+                Error::CoreModule { plugin }
+            } else {
+                Error::NotWasm { plugin }
+            });
+        }
+        let component = Component::new(&self.inner.engine, bytes).map_err(|e| Error::Invalid {
+            plugin: plugin.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let exports = check_world(&self.inner.engine, &component, &plugin)?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::Invalid {
+                plugin: plugin.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let pre = WorldPre::new(pre).map_err(|e| Error::Invalid {
+            plugin: plugin.clone(),
+            message: format!("{e:#}"),
+        })?;
+        Plugin::new(self.clone(), plugin, pre, exports)
+    }
+
+    pub(crate) fn store(&self, plugin: &str, operator: &str) -> Store<HostState> {
+        let limits = &self.inner.limits;
+        let mut store = Store::new(
+            &self.inner.engine,
+            HostState::new(plugin, operator, limits.memory),
+        );
+        store.limiter(|s| s);
+        let ticks = limits.deadline.as_nanos().div_ceil(TICK.as_nanos()) as u64;
+        store.set_epoch_deadline(ticks.max(1) + 1);
+        store.epoch_deadline_trap();
+        store
+    }
+}
+
+/// Export indices of the operator functions, looked up once at load.
+#[derive(Clone, Debug)]
+pub(crate) struct Exports {
+    pub(crate) describe: ComponentExportIndex,
+    pub(crate) map: ComponentExportIndex,
+    pub(crate) flat_map: ComponentExportIndex,
+    pub(crate) filter: ComponentExportIndex,
+    pub(crate) reduce: ComponentExportIndex,
+    pub(crate) inverse: ComponentExportIndex,
+    pub(crate) update_state: ComponentExportIndex,
+    pub(crate) transform: ComponentExportIndex,
+    pub(crate) pipeline: ComponentExportIndex,
+}
+
+/// `(major, minor, patch)` of `name@x.y.z`.
+fn version_of(name: &str) -> Option<(u64, u64, u64)> {
+    let v = name.rsplit_once('@')?.1;
+    let mut parts = v.split(['.', '-', '+']).map(|p| p.parse::<u64>().ok());
+    Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+/// Semver compatibility as cargo sees it: same major, or for 0.x the same minor.
+fn compatible(a: (u64, u64, u64), b: (u64, u64, u64)) -> bool {
+    a.0 == b.0 && (a.0 != 0 || a.1 == b.1)
+}
+
+fn check_world(engine: &Engine, component: &Component, plugin: &str) -> Result<Exports, Error> {
+    let ours = version_of(&format!("x@{WIT_VERSION}")).expect("our version parses");
+    let ty = component.component_type();
+    for (import, _) in ty.imports(engine) {
+        let ok = import.starts_with("dstream:plugin/host@")
+            && version_of(import).is_some_and(|v| compatible(v, ours));
+        if ok {
+            continue;
+        }
+        let reason = if import.starts_with("wasi:") {
+            "plugins get no WASI: files, sockets, clocks and randomness would break isolation and determinism"
+                .to_string()
+        } else if import.starts_with("dstream:plugin/host@") {
+            format!("this host provides dstream:plugin/host@{WIT_VERSION}")
+        } else {
+            "a plugin may import only dstream:plugin/host".to_string()
+        };
+        return Err(Error::ForbiddenImport {
+            plugin: plugin.to_string(),
+            import: import.to_string(),
+            reason,
+        });
+    }
+    let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let Some(iface) = names
+        .iter()
+        .find(|n| n.starts_with("dstream:plugin/operators@"))
+    else {
+        return Err(Error::WrongWorld {
+            plugin: plugin.to_string(),
+            exports: if names.is_empty() {
+                "nothing".into()
+            } else {
+                names.join(", ")
+            },
+        });
+    };
+    match version_of(iface) {
+        Some(v) if compatible(v, ours) => {}
+        _ => {
+            return Err(Error::IncompatibleVersion {
+                plugin: plugin.to_string(),
+                found: iface.rsplit_once('@').map_or("?", |x| x.1).to_string(),
+                expected: WIT_VERSION.to_string(),
+            });
+        }
+    }
+    let (_, iface_idx) = component
+        .get_export(None, iface.as_str())
+        .expect("listed export exists");
+    let func = |name: &str| {
+        component
+            .get_export_index(Some(&iface_idx), name)
+            .ok_or_else(|| Error::WrongWorld {
+                plugin: plugin.to_string(),
+                exports: format!("{iface} without `{name}`"),
+            })
+    };
+    Ok(Exports {
+        describe: func("describe")?,
+        map: func("map")?,
+        flat_map: func("flat-map")?,
+        filter: func("filter")?,
+        reduce: func("reduce")?,
+        inverse: func("inverse")?,
+        update_state: func("update-state")?,
+        transform: func("transform")?,
+        pipeline: func("pipeline")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver_compatibility() {
+        let v = |s: &str| version_of(s).unwrap();
+        assert!(compatible(v("a@0.1.0"), v("a@0.1.7")));
+        assert!(!compatible(v("a@0.2.0"), v("a@0.1.0")));
+        assert!(compatible(v("a@1.2.0"), v("a@1.0.0")));
+        assert!(!compatible(v("a@2.0.0"), v("a@1.0.0")));
+        assert_eq!(version_of("a"), None);
+    }
+}
