@@ -1,1 +1,55 @@
-fn main() {}
+//! `dstream`: build, inspect and test operator plugins.
+//!
+//! A thin main: parse arguments, run the command, print any error with its
+//! causes to stderr and exit with a distinct code (1 for a failed command,
+//! 2 for bad usage, as clap does).
+
+mod args;
+mod plugin;
+mod test_op;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {e}");
+                for cause in e.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: args::Cli) -> anyhow::Result<()> {
+    match cli.command {
+        args::Command::Plugin(args::PluginCommand::Build(a)) => plugin::build(a),
+        args::Command::Plugin(args::PluginCommand::Inspect(a)) => plugin::inspect(a),
+        args::Command::TestOp(a) => test_op::run(a),
+    }
+}
+
+/// Logs go to stderr, so stdout carries only records. `RUST_LOG` overrides.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,dstream::plugin=info",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -38,6 +38,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The Rust standard library for the Wasm target is missing.
+    #[error(
+        "the Rust target {TARGET} is not installed: run `rustup target add {TARGET}` (or ./scripts/setup.sh)"
+    )]
+    MissingTarget,
+    /// `cargo metadata` said something unexpected.
+    #[error("cannot read cargo metadata: {0}")]
+    Metadata(String),
     /// The core module could not be made into a component.
     #[error("cannot make {path} into a component: {message}")]
     Componentize {
@@ -187,4 +195,45 @@ pub fn componentize_file(module: &Path, component: &Path) -> Result<(), Error> {
         path: component.to_path_buf(),
         source,
     })
+}
+
+/// Fails with a hint when the Rust standard library for [`TARGET`] is not
+/// installed (asks `rustc --print sysroot`; works with or without rustup).
+pub fn check_target() -> Result<(), Error> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(Error::Spawn)?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if sysroot.join("lib/rustlib").join(TARGET).is_dir() {
+        Ok(())
+    } else {
+        Err(Error::MissingTarget)
+    }
+}
+
+/// Cargo's target directory for a manifest (`cargo metadata`).
+pub fn target_dir(manifest: &Path) -> Result<PathBuf, Error> {
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(Error::Spawn)?;
+    if !out.status.success() {
+        return Err(Error::Cargo { status: out.status });
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| Error::Metadata(e.to_string()))?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::Metadata("no target_directory".into()))
 }

@@ -234,6 +234,7 @@ impl Plugin {
         P: ComponentNamedList + Lower,
         R: ComponentNamedList + Lift,
     {
+        let _slot = self.runtime.inner.slots.take();
         let mut store = self.runtime.store(&self.name, operator);
         let instance = self
             .pre

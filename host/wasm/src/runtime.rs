@@ -1,7 +1,7 @@
 //! The engine: configuration, the epoch ticker, loading and validation.
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,7 +25,8 @@ pub struct Limits {
     pub deadline: Duration,
     /// Largest component accepted (bytes).
     pub component_size: usize,
-    /// Instances that may run at once (pooling allocator slots).
+    /// Instances that may run at once (pooling allocator slots); further
+    /// calls wait for a free slot.
     pub instances: u32,
 }
 
@@ -42,6 +43,9 @@ impl Default for Limits {
 
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
+    /// One permit per pooled instance: a call waits for a free slot instead
+    /// of failing when every slot is busy.
+    pub(crate) slots: Slots,
     pub(crate) linker: Linker<HostState>,
     pub(crate) limits: Limits,
     /// Dropping the sender stops the ticker.
@@ -95,14 +99,17 @@ impl Runtime {
         let page = 64 << 10;
         let memory = limits.memory.div_ceil(page) * page;
         let mut pool = PoolingAllocationConfig::default();
+        // A component built by wit-component holds a few core instances (the
+        // module and its shims); size the pool for `instances` of them.
+        let (cores, memories, tables) = (8, 2, 4);
         pool.total_component_instances(limits.instances)
-            .total_core_instances(limits.instances * 2)
-            .total_memories(limits.instances * 2)
-            .total_tables(limits.instances * 2)
+            .total_core_instances(limits.instances * cores)
+            .total_memories(limits.instances * memories)
+            .total_tables(limits.instances * tables)
             .max_memory_size(memory)
-            .max_memories_per_component(2)
-            .max_tables_per_component(2)
-            .max_core_instances_per_component(4);
+            .max_memories_per_component(memories)
+            .max_tables_per_component(tables)
+            .max_core_instances_per_component(cores);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
@@ -120,6 +127,7 @@ impl Runtime {
             .map_err(engine_error)?;
         Ok(Self {
             inner: Arc::new(Inner {
+                slots: Slots::new(limits.instances),
                 engine,
                 linker,
                 limits,
@@ -196,6 +204,41 @@ impl Runtime {
         store.set_epoch_deadline(ticks.max(1) + 1);
         store.epoch_deadline_trap();
         store
+    }
+}
+
+/// A counting semaphore over the pooled instance slots.
+pub(crate) struct Slots {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+/// A held slot, given back on drop.
+pub(crate) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: u32) -> Self {
+        Self {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a free slot.
+    pub(crate) fn take(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
     }
 }
 

@@ -1,0 +1,150 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// dstream: Discretized Streams whose operators are sandboxed WebAssembly
+/// components.
+///
+/// Write operators with the dstream-sdk crate, build them with `dstream plugin
+/// build`, look inside with `dstream plugin inspect`, and try one on a file of
+/// lines with `dstream test-op`.
+#[derive(Debug, Parser)]
+#[command(name = "dstream", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Build and inspect operator plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+
+    /// Run one operator (or a chain, `a+b`) of a plugin over the lines of a
+    /// file and print the output records, one per line.
+    ///
+    /// Each input line is one record. When the operator reads keys, a line is
+    /// `KEY<TAB>VALUE`. Text is taken as is; numbers and booleans are parsed
+    /// into the encodings the operator declares (see `dstream plugin
+    /// inspect`). Output records print as `KEY<TAB>VALUE` (just `VALUE` when
+    /// unkeyed), numbers in decimal, opaque or postcard bytes in hex.
+    #[command(name = "test-op")]
+    TestOp(TestOpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PluginCommand {
+    /// Build a plugin crate into a WebAssembly component.
+    ///
+    /// Runs `cargo build --release --target wasm32-unknown-unknown` on the
+    /// crate and turns the module into a component with wit-component. The
+    /// target must be installed (`rustup target add wasm32-unknown-unknown`).
+    Build(BuildArgs),
+
+    /// Validate a component and list its operators, their kinds, parameters
+    /// and encodings.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// The plugin crate (a directory with Cargo.toml, or the Cargo.toml).
+    #[arg(default_value = ".")]
+    pub(crate) path: PathBuf,
+
+    /// Where to write `<crate>.wasm` [default: target/dstream in the crate].
+    #[arg(short, long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The component (.wasm).
+    pub(crate) file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TestOpArgs {
+    /// The component (.wasm).
+    pub(crate) file: PathBuf,
+
+    /// The operator to run; `a+b+c` runs a chain in one call (one-input
+    /// operators only).
+    pub(crate) operator: String,
+
+    /// Input records, one per line; `-` reads stdin.
+    #[arg(short, long)]
+    pub(crate) input: PathBuf,
+
+    /// Old state for an update-state operator (`KEY<TAB>STATE` lines).
+    #[arg(long)]
+    pub(crate) state: Option<PathBuf>,
+
+    /// Leaving records for an inverse operator, aligned with --input.
+    #[arg(long)]
+    pub(crate) leaving: Option<PathBuf>,
+
+    /// A parameter for the operator, as NAME=VALUE (repeatable). In a chain,
+    /// STAGE.NAME=VALUE gives it to one stage only.
+    #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub(crate) params: Vec<(String, String)>,
+
+    /// Stop a call after this long (e.g. 500ms, 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) deadline: Duration,
+
+    /// Memory one instance may use, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub(crate) memory_mib: usize,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}
+
+/// `250ms`, `10s`, `2m`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("expected a duration such as 500ms or 10s, got {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(60 * n)),
+        _ => Err(format!("unknown unit {unit:?} in {s:?}: use ms, s or m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_and_params_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3h").is_err());
+        assert_eq!(parse_param("k=v=w"), Ok(("k".into(), "v=w".into())));
+        assert!(parse_param("=v").is_err());
+    }
+}

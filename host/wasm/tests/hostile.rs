@@ -1,0 +1,237 @@
+//! Hostile plugins: each misbehaves in one way; each gives a clear typed error,
+//! and the same host runs the next good call correctly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dstream_core::Batch;
+use dstream_wasm::{Error, Limits, Plugin, Runtime};
+
+fn limits() -> Limits {
+    Limits {
+        memory: 64 << 20,
+        deadline: Duration::from_millis(300),
+        ..Limits::default()
+    }
+}
+
+fn load(rt: &Runtime, name: &str, path: &str) -> Plugin {
+    rt.load(name, &std::fs::read(path).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn lines(v: &[&str]) -> Batch {
+    v.iter().map(|l| ("", *l)).collect()
+}
+
+/// A good call on the same runtime still works after a bad one.
+fn still_healthy(rt: &Runtime, hostile: &Plugin) {
+    let input = lines(&["ok", "fine"]);
+    assert_eq!(hostile.map("fail", &[], &input).unwrap(), input);
+    let grep = load(rt, "grep", dstream_artifacts::GREP);
+    let kept = grep
+        .filter("grep", &[("pattern".into(), "fi".into())], &input)
+        .unwrap();
+    assert_eq!(kept, lines(&["fine"]));
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_by_the_deadline() {
+    let rt = Runtime::new(limits()).unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    let start = Instant::now();
+    let e = h.map("spin", &[], &lines(&["x"])).unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(e, Error::Deadline { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "operator `hostile/spin` ran past its deadline of 300ms and was stopped"
+    );
+    assert!(
+        took >= Duration::from_millis(300),
+        "stopped early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "stopped late: {took:?}");
+    still_healthy(&rt, &h);
+}
+
+#[test]
+fn a_memory_bomb_is_stopped_by_the_limit() {
+    let rt = Runtime::new(limits()).unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    let e = h.map("hog", &[], &lines(&["x"])).unwrap_err();
+    match &e {
+        Error::MemoryLimit { wanted, limit, .. } => {
+            assert_eq!(*limit, 64 << 20);
+            assert!(*wanted > *limit);
+        }
+        other => panic!("expected a memory limit error, got {other}"),
+    }
+    assert!(
+        e.to_string()
+            .starts_with("operator `hostile/hog` tried to grow its memory")
+    );
+    still_healthy(&rt, &h);
+}
+
+#[test]
+fn a_trap_is_a_typed_error() {
+    let rt = Runtime::new(limits()).unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    assert_eq!(h.map("trap", &[], &lines(&["a"])).unwrap(), lines(&["a"]));
+    let e = h.map("trap", &[], &lines(&["a", "trap"])).unwrap_err();
+    match &e {
+        Error::Trap {
+            operator,
+            trap,
+            guest_message,
+            ..
+        } => {
+            assert_eq!(operator, "trap");
+            assert!(trap.contains("unreachable"), "{trap}");
+            assert_eq!(guest_message, &None);
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+    still_healthy(&rt, &h);
+}
+
+#[test]
+fn a_panic_reports_its_message() {
+    let rt = Runtime::new(limits()).unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    let e = h.map("boom", &[], &lines(&["a", "boom"])).unwrap_err();
+    match &e {
+        Error::Trap {
+            guest_message: Some(m),
+            ..
+        } => {
+            assert!(m.contains("boom at \"boom\""), "{m}");
+        }
+        other => panic!("expected a trap with the panic message, got {other}"),
+    }
+    assert!(
+        e.to_string().contains("(the plugin said: panicked at"),
+        "{e}"
+    );
+    still_healthy(&rt, &h);
+}
+
+#[test]
+fn a_guest_error_names_the_record() {
+    let rt = Runtime::new(limits()).unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    let e = h
+        .map("fail", &[], &lines(&["ok", "ok", "so bad"]))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "operator `hostile/fail` failed at record 2: refusing \"so bad\""
+    );
+    still_healthy(&rt, &h);
+}
+
+#[test]
+fn a_malformed_filter_selection_is_refused() {
+    let rt = Runtime::new(limits()).unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    let e = h
+        .filter("bad_select", &[], &lines(&["a", "b"]))
+        .unwrap_err();
+    assert!(matches!(e, Error::BadOutput { .. }), "{e}");
+    still_healthy(&rt, &h);
+}
+
+/// Counts the plugin log events this thread emits.
+struct Count(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+    fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if e.metadata().target() == "dstream::plugin" {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn a_chatty_plugin_is_capped() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let rt = Runtime::new(Limits::default()).unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    let n = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(Count(n.clone()));
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(h.map("chatty", &[], &lines(&["x"])).unwrap(), lines(&["x"]));
+    });
+    assert_eq!(n.load(Ordering::Relaxed), 1000);
+}
+
+const WASI_IMPORTER: &str = r#"
+(component
+  (import "wasi:filesystem/preopens@0.2.0" (instance))
+  (instance $ops)
+  (export "dstream:plugin/operators@0.1.0" (instance $ops))
+)"#;
+
+#[test]
+fn bad_components_are_refused_at_load() {
+    let rt = Runtime::new(limits()).unwrap();
+    let wat = |s: &str| wat::parse_str(s).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "wasi",
+            wat(WASI_IMPORTER),
+            "plugin `wasi` imports `wasi:filesystem/preopens@0.2.0`, which dstream does not allow: plugins get no WASI",
+        ),
+        (
+            "core",
+            wat("(module (func (export \"f\")))"),
+            "plugin `core` is a core WebAssembly module, not a component",
+        ),
+        (
+            "noise",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+            "plugin `noise` is not a WebAssembly binary",
+        ),
+        (
+            "truncated",
+            std::fs::read(dstream_artifacts::GREP).unwrap()[..3000].to_vec(),
+            "plugin `truncated` is not a valid component",
+        ),
+        (
+            "other-world",
+            wat("(component (instance $i) (export \"acme:thing/api@1.0.0\" (instance $i)))"),
+            "plugin `other-world` does not export dstream:plugin/operators (it exports: acme:thing/api@1.0.0)",
+        ),
+        (
+            "empty",
+            wat("(component)"),
+            "plugin `empty` does not export dstream:plugin/operators (it exports: nothing)",
+        ),
+        (
+            "future",
+            wat(
+                "(component (instance $i) (export \"dstream:plugin/operators@0.2.0\" (instance $i)))",
+            ),
+            "plugin `future` was built for dstream:plugin@0.2.0, but this host speaks @0.1.0",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let e = rt.load(name, &bytes).unwrap_err();
+        assert!(e.to_string().starts_with(want), "{name}: got {e}");
+    }
+    let small = Runtime::new(Limits {
+        component_size: 1000,
+        ..limits()
+    })
+    .unwrap();
+    let e = small
+        .load("big", &std::fs::read(dstream_artifacts::GREP).unwrap())
+        .unwrap_err();
+    assert!(matches!(e, Error::TooLarge { limit: 1000, .. }), "{e}");
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    still_healthy(&rt, &h);
+}
