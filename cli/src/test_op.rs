@@ -117,6 +117,17 @@ pub(crate) fn run(a: TestOpArgs) -> anyhow::Result<()> {
     }
     let params = stage_params(&ops, &a.params)?;
     let first = ops[0];
+    if ops.len() == 1 && first.kind == OperatorKind::Inverse && a.leaving.is_none() {
+        bail!(
+            "`{}` is an inverse: give the leaving records with --leaving FILE",
+            first.name
+        );
+    }
+    if ops.len() > 1 && (a.leaving.is_some() || a.state.is_some()) {
+        bail!(
+            "--state and --leaving are for a single update-state or inverse operator, not a chain"
+        );
+    }
     let last = ops[ops.len() - 1];
     let input = parse_records(&a.input, first.input, &first.name)?;
     let started = std::time::Instant::now();
