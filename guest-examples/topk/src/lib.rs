@@ -15,9 +15,12 @@ pub struct TopK {
     pub k: usize,
 }
 
+/// An item and its score, as `parse` emits them.
+pub type Scored<'a> = Postcard<(&'a str, u64)>;
+
 /// Parses `group item score` into (group, (item, score)).
 #[dstream::map]
-pub fn parse(line: &str) -> Result<(&str, Postcard<(&str, u64)>), String> {
+pub fn parse(line: &str) -> Result<(&str, Scored<'_>), String> {
     let mut f = line.split_ascii_whitespace();
     let (Some(group), Some(item), Some(score), None) = (f.next(), f.next(), f.next(), f.next())
     else {
@@ -36,7 +39,7 @@ pub type Top = Postcard<Vec<(String, u64)>>;
 #[dstream::update_state]
 pub fn top(
     _group: &str,
-    values: Vec<Postcard<(&str, u64)>>,
+    values: Vec<Scored<'_>>,
     state: Option<Top>,
     p: &TopK,
 ) -> Option<Top> {

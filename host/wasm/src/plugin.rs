@@ -142,7 +142,7 @@ impl Plugin {
             pre,
             exports,
         };
-        let idx = plugin.exports.describe.clone();
+        let idx = plugin.exports.describe;
         let (described,): (wit::PluginInfo,) = plugin.invoke("describe", &idx, ())?;
         let described = info(described);
         let bad = |message: String| Error::BadDescription {
