@@ -5,7 +5,15 @@
 use std::path::{Path, PathBuf};
 
 /// The plugin crates, by package name.
-const GUESTS: &[&str] = &["pageviews", "wordcount", "grep", "topk", "hostile"];
+const GUESTS: &[&str] = &[
+    "pageviews",
+    "wordcount",
+    "grep",
+    "topk",
+    "hostile",
+    // Bench-only: flat buffers vs per-record lists.
+    "layout-probe",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());

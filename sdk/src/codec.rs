@@ -69,6 +69,11 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// A type an operator can take as a key or value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a key, value or state of a dstream operator",
+    label = "not a type dstream can decode",
+    note = "use &str, String, &[u8], Vec<u8>, u8..u64, i8..i64, f32, f64, bool, (), or Postcard<T> for any serde type"
+)]
 pub trait Decode<'a>: Sized {
     /// How the bytes are encoded.
     const ENCODING: Encoding;
@@ -77,6 +82,11 @@ pub trait Decode<'a>: Sized {
 }
 
 /// A type an operator can return as a key or value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a key, value or state of a dstream operator",
+    label = "not a type dstream can encode",
+    note = "use &str, String, &[u8], Vec<u8>, u8..u64, i8..i64, f32, f64, bool, (), or Postcard<T> for any serde type"
+)]
 pub trait Encode {
     /// How the bytes are encoded.
     const ENCODING: Encoding;
@@ -274,6 +284,11 @@ impl<T: serde::Serialize> Encode for Postcard<T> {
 
 /// A record an operator returns: a value alone (the key stays empty) or a
 /// `(key, value)` pair.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a record returned by a dstream operator",
+    label = "not a value or (key, value) pair dstream can encode",
+    note = "a record is a value or a (key, value) pair of: &str, String, &[u8], Vec<u8>, u8..u64, i8..i64, f32, f64, bool, (), or Postcard<T> for any serde type"
+)]
 pub trait Emit {
     /// Encoding of the key written.
     const KEY: Encoding;

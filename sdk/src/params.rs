@@ -101,6 +101,11 @@ impl<'a> RawParams<'a> {
 }
 
 /// Typed parameters of an operator.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the parameters of an operator: it does not implement `dstream::Params`",
+    label = "the last `&P` argument receives the parameters",
+    note = "derive it with #[derive(dstream::Params)], or implement `dstream::Params` by hand"
+)]
 pub trait Params: Sized {
     /// The parameters accepted, for `describe`.
     fn specs() -> Vec<ParamSpec>;

@@ -14,7 +14,7 @@ pub use crate::params::{ParamSpec, Params, RawParams};
 type FixedState = foldhash::fast::FixedState;
 
 fn table<'a, T>(capacity: usize) -> HashMap<&'a [u8], T, FixedState> {
-    HashMap::with_capacity_and_hasher(capacity, FixedState::with_seed(0x6473_7472_6561_6d))
+    HashMap::with_capacity_and_hasher(capacity, FixedState::with_seed(0x0064_7374_7265_616d))
 }
 
 /// Decodes `bytes` (the `what` of record `i`) as `T`.
@@ -33,6 +33,35 @@ pub fn at<T, E: Display>(r: Result<T, E>, i: usize) -> Result<T, OpError> {
 #[inline]
 pub fn params<P: Params>(raw: &RawParams<'_>) -> Result<P, OpError> {
     P::from_params(raw).map_err(OpError::new)
+}
+
+/// The type of a field of `#[derive(Params)]`: anything `FromStr` with a
+/// `Display` error. A trait of its own so that a type that does not parse is
+/// one error, pointing at the field's type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a parameter: it must implement `FromStr` with a `Display` error",
+    label = "not a parameter type",
+    note = "parameters are text from the job: use String, a number, bool, char or another `FromStr` type"
+)]
+pub trait Param: Sized {
+    /// Parses the value of `name`, if given.
+    fn param(raw: &RawParams<'_>, name: &str) -> Result<Option<Self>, String>;
+}
+
+impl<T: std::str::FromStr> Param for T
+where
+    T::Err: Display,
+{
+    #[inline]
+    fn param(raw: &RawParams<'_>, name: &str) -> Result<Option<Self>, String> {
+        raw.parse(name)
+    }
+}
+
+/// Parses the parameter `name` as `T`, if given.
+#[inline]
+pub fn param<T: Param>(raw: &RawParams<'_>, name: &str) -> Result<Option<T>, String> {
+    T::param(raw, name)
 }
 
 /// Encodings of a type as an input.

@@ -96,6 +96,8 @@ impl Runtime {
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        #[cfg(feature = "component-model-async")]
+        config.wasm_component_model_async(true);
         let page = 64 << 10;
         let memory = limits.memory.div_ceil(page) * page;
         let mut pool = PoolingAllocationConfig::default();

@@ -9,7 +9,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{format_ident, quote};
 use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
 use syn::{
@@ -109,9 +109,20 @@ pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
-    let f: ItemFn = match syn::parse(item) {
+    let f: ItemFn = match syn::parse(item.clone()) {
         Ok(f) => f,
-        Err(e) => return e.into_compile_error().into(),
+        Err(e) => {
+            // Not a function at all (a struct, say): say what the attribute
+            // goes on rather than "expected `fn`".
+            let e = match syn::parse::<syn::Item>(item) {
+                Ok(other) if !matches!(other, syn::Item::Fn(_)) => Error::new_spanned(
+                    other,
+                    format!("#[dstream::{}] goes on a function", kind.attr()),
+                ),
+                _ => e,
+            };
+            return e.into_compile_error().into();
+        }
     };
     match operator(kind, attr.into(), &f) {
         Ok(ts) => ts.into(),
@@ -236,6 +247,40 @@ fn item_of(ty: &Type) -> Option<&Type> {
     })
 }
 
+/// A type as the user would write it, for messages.
+fn show(ty: &Type) -> String {
+    let mut s = quote!(#ty).to_string();
+    for (from, to) in [
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        ("& ", "&"),
+        (" ::", "::"),
+        (":: ", "::"),
+        ("( ", "("),
+        (" )", ")"),
+        ("[ ", "["),
+        (" ]", "]"),
+    ] {
+        s = s.replace(from, to);
+    }
+    s
+}
+
+/// Fails unless `b` is written as `a` (up to lifetimes), pointing at `b`.
+fn same(a: &Type, b: &Type, what: &str) -> syn::Result<()> {
+    let (x, y) = (elide(a), elide(b));
+    if quote!(#x).to_string() == quote!(#y).to_string() {
+        Ok(())
+    } else {
+        Err(Error::new_spanned(
+            b,
+            format!("{what}: expected `{}`, found `{}`", show(a), show(b)),
+        ))
+    }
+}
+
 /// `T` when `ty` is `&T` and `T` is not `str` or `[u8]`: the params argument.
 fn params_type(ty: &Type) -> Option<&Type> {
     let Type::Reference(r) = ty else { return None };
@@ -253,32 +298,50 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
     let sig = &f.sig;
     let shape = kind.shape();
     if !attr.is_empty() {
-        return Err(Error::new(
-            attr.span(),
-            format!("#[dstream::{}] takes no arguments", kind.attr()),
+        return Err(Error::new_spanned(
+            attr,
+            format!(
+                "#[dstream::{}] takes no arguments (the operator is named after the function)",
+                kind.attr()
+            ),
         ));
     }
     if let Some(a) = &sig.asyncness {
-        return Err(Error::new(a.span(), "an operator cannot be async"));
+        return Err(Error::new(
+            a.span(),
+            "an operator cannot be async: it runs synchronously over a partition",
+        ));
+    }
+    if let Some(u) = &sig.unsafety {
+        return Err(Error::new(u.span(), "an operator cannot be unsafe"));
     }
     if let Some(p) = sig.generics.type_params().next() {
-        return Err(Error::new(p.span(), "an operator cannot be generic"));
+        return Err(Error::new_spanned(
+            p,
+            "an operator cannot be generic: its key and value types must be concrete",
+        ));
     }
     if let Some(p) = sig.generics.const_params().next() {
-        return Err(Error::new(p.span(), "an operator cannot be generic"));
+        return Err(Error::new_spanned(
+            p,
+            "an operator cannot be generic: its key and value types must be concrete",
+        ));
     }
     let mut types: Vec<&Type> = Vec::new();
     for arg in &sig.inputs {
         match arg {
             FnArg::Receiver(r) => {
-                return Err(Error::new(
-                    r.span(),
-                    "an operator is a free function, not a method",
+                return Err(Error::new_spanned(
+                    r,
+                    "an operator is a free function, not a method: remove `self`",
                 ));
             }
             FnArg::Typed(t) => {
                 if !matches!(&*t.pat, Pat::Ident(_) | Pat::Wild(_)) {
-                    return Err(Error::new(t.pat.span(), "use a plain argument name here"));
+                    return Err(Error::new_spanned(
+                        &t.pat,
+                        "use a plain argument name here (destructure in the body)",
+                    ));
                 }
                 types.push(&t.ty);
             }
@@ -298,20 +361,27 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
         Kind::Transform => 1..=1,
     };
     if !want.contains(&data.len()) {
+        let n = data.len();
+        let found = match &params {
+            Some(p) => format!(
+                "found {n} argument{} besides the parameters `&{}`",
+                if n == 1 { "" } else { "s" },
+                show(p)
+            ),
+            None => format!("found {n} argument{}", if n == 1 { "" } else { "s" }),
+        };
         return Err(Error::new(
-            sig.inputs
-                .span()
-                .join(sig.paren_token.span.join())
-                .unwrap_or(sig.ident.span()),
+            // The whole argument list, parentheses included.
+            sig.paren_token.span.join(),
             format!(
-                "#[dstream::{}] expects {shape} (and optionally a last `&P` argument for parameters)",
+                "#[dstream::{}] expects {shape}, optionally with a last `&P` argument for parameters; {found}",
                 kind.attr()
             ),
         ));
     }
     let ReturnType::Type(_, ret) = &sig.output else {
-        return Err(Error::new(
-            sig.ident.span(),
+        return Err(Error::new_spanned(
+            sig,
             format!(
                 "#[dstream::{}] expects {shape}: add a return type",
                 kind.attr()
@@ -351,17 +421,24 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
             quote!(::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call))
         }
     };
-    let item = |what: &str| {
+    let item = || {
         item_of(ret).ok_or_else(|| {
-            Error::new(
-                ret.span(),
+            Error::new_spanned(
+                ret,
                 format!(
-                    "#[dstream::{}] must return {what}Vec<R>, Option<R>, impl Iterator<Item = R> or impl IntoIterator<Item = R>",
+                    "#[dstream::{}] must return Vec<R>, Option<R>, impl Iterator<Item = R> or impl IntoIterator<Item = R> (optionally in a Result), so that the type R of its records shows in the signature",
                     kind.attr()
                 ),
             )
         })
     };
+    // Writes a returned record, naming its type as written so that a type
+    // that is no record points at the signature, not at the attribute.
+    let emit = |ty: &Type, record: TokenStream2| {
+        let ty = elide(ty);
+        quote!(<#ty as #sdk::Emit>::emit(#record, __out);)
+    };
+    let get_params = quote!(let __params = #sdk::__private::params::<#params_local>(__raw)?;);
 
     let (input_enc, output_enc, runner) = match kind {
         Kind::Map | Kind::FlatMap | Kind::Filter => {
@@ -376,16 +453,16 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
             let input_enc = (kt.map(dec).unwrap_or(none.clone()), dec(vt));
             match kind {
                 Kind::Filter => {
-                    if !fallible && !matches!(ret, Type::Path(p) if p.path.is_ident("bool")) {
-                        return Err(Error::new(
-                            ret.span(),
+                    if !matches!(ret, Type::Path(p) if p.path.is_ident("bool")) {
+                        return Err(Error::new_spanned(
+                            ret,
                             "#[dstream::filter] must return bool or Result<bool, E>",
                         ));
                     }
                     let out = input_enc.clone();
                     let body = quote! {
                         fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __keep: &mut ::std::vec::Vec<u32>) -> ::core::result::Result<(), #sdk::OpError> {
-                            let __params: #params_local = #sdk::__private::params(__raw)?;
+                            #get_params
                             for (__i, (__k, __v)) in __input.iter().enumerate() {
                                 let _ = __k;
                                 let __r: bool = #r;
@@ -398,6 +475,7 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                     (input_enc, out, body)
                 }
                 Kind::Map => {
+                    let emit_one = emit(ret, r);
                     let rt = statik(ret);
                     let out = (
                         quote!(<#rt as #sdk::Emit>::KEY),
@@ -405,10 +483,10 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                     );
                     let body = quote! {
                         fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
-                            let __params: #params_local = #sdk::__private::params(__raw)?;
+                            #get_params
                             for (__i, (__k, __v)) in __input.iter().enumerate() {
                                 let _ = __k;
-                                #sdk::Emit::emit(#r, __out);
+                                #emit_one
                             }
                             ::core::result::Result::Ok(())
                         }
@@ -417,18 +495,20 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                     (input_enc, out, body)
                 }
                 _ => {
-                    let it = statik(item("")?);
+                    let it = item()?;
+                    let emit_item = emit(it, quote!(__item));
+                    let it = statik(it);
                     let out = (
                         quote!(<#it as #sdk::Emit>::KEY),
                         quote!(<#it as #sdk::Emit>::VALUE),
                     );
                     let body = quote! {
                         fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
-                            let __params: #params_local = #sdk::__private::params(__raw)?;
+                            #get_params
                             for (__i, (__k, __v)) in __input.iter().enumerate() {
                                 let _ = __k;
-                                for __item in #r {
-                                    #sdk::Emit::emit(__item, __out);
+                                for __item in ::core::iter::IntoIterator::into_iter(#r) {
+                                    #emit_item
                                 }
                             }
                             ::core::result::Result::Ok(())
@@ -441,12 +521,23 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
         }
         Kind::Reduce | Kind::Inverse => {
             let vt = data[0];
+            let attr = kind.attr();
+            same(
+                vt,
+                data[1],
+                &format!("#[dstream::{attr}] takes two values of one type"),
+            )?;
+            same(
+                vt,
+                ret,
+                &format!("#[dstream::{attr}] returns the type of the values it takes"),
+            )?;
             let enc = (quote!(#sdk::Encoding::Bytes), dec(vt));
             let call = ok_wrap(quote!(super::#name(__a, __b #pass_params)));
             let body = if kind == Kind::Reduce {
                 quote! {
                     fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
-                        let __params: #params_local = #sdk::__private::params(__raw)?;
+                        #get_params
                         #sdk::__private::reduce::<#vt, _, _>(__input, __out, |__a, __b| #call)
                     }
                     #sdk::Runner::OneInput(__run)
@@ -454,7 +545,7 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
             } else {
                 quote! {
                     fn __run(__current: #sdk::Records<'_>, __leaving: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
-                        let __params: #params_local = #sdk::__private::params(__raw)?;
+                        #get_params
                         #sdk::__private::inverse::<#vt, _, _>(__current, __leaving, __out, |__a, __b| #call)
                     }
                     #sdk::Runner::TwoInput(__run)
@@ -465,21 +556,32 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
         Kind::UpdateState => {
             let kt = data[0];
             let vt = unwrap(data[1], "Vec").ok_or_else(|| {
-                Error::new(data[1].span(), "the new values of a key come as Vec<V>")
+                Error::new_spanned(
+                    data[1],
+                    "#[dstream::update_state] takes the new values of a key as Vec<V>",
+                )
             })?;
             let st = unwrap(data[2], "Option").ok_or_else(|| {
-                Error::new(data[2].span(), "the old state of a key comes as Option<S>")
+                Error::new_spanned(
+                    data[2],
+                    "#[dstream::update_state] takes the old state of a key as Option<S> (None for a new key)",
+                )
             })?;
-            if unwrap(ret, "Option").is_none() {
-                return Err(Error::new(
-                    ret.span(),
+            let Some(new_st) = unwrap(ret, "Option") else {
+                return Err(Error::new_spanned(
+                    ret,
                     "#[dstream::update_state] must return Option<S> (None drops the key)",
                 ));
-            }
+            };
+            same(
+                st,
+                new_st,
+                "#[dstream::update_state] returns the new state with the type of the old one",
+            )?;
             let call = ok_wrap(quote!(super::#name(__key, __values, __state #pass_params)));
             let body = quote! {
                 fn __run(__input: #sdk::Records<'_>, __state: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
-                    let __params: #params_local = #sdk::__private::params(__raw)?;
+                    #get_params
                     #sdk::__private::update_state::<#kt, #vt, #st, _, _>(__input, __state, __out, |__key, __values, __state| #call)
                 }
                 #sdk::Runner::TwoInput(__run)
@@ -492,12 +594,14 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                 _ => None,
             });
             let Some((kt, vt)) = pair else {
-                return Err(Error::new(
-                    data[0].span(),
-                    "#[dstream::transform] takes the partition as Vec<(K, V)>",
+                return Err(Error::new_spanned(
+                    data[0],
+                    "#[dstream::transform] takes the partition as Vec<(K, V)>, key and value of every record",
                 ));
             };
-            let it = statik(item("")?);
+            let it = item()?;
+            let emit_item = emit(it, quote!(__item));
+            let it = statik(it);
             let call = quote!(super::#name(__records #pass_params));
             let r = if fallible {
                 quote!(#call.map_err(#sdk::OpError::new)?)
@@ -506,10 +610,10 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
             };
             let body = quote! {
                 fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
-                    let __params: #params_local = #sdk::__private::params(__raw)?;
+                    #get_params
                     let __records = #sdk::__private::decode_all::<#kt, #vt>(__input)?;
-                    for __item in #r {
-                        #sdk::Emit::emit(__item, __out);
+                    for __item in ::core::iter::IntoIterator::into_iter(#r) {
+                        #emit_item
                     }
                     ::core::result::Result::Ok(())
                 }
@@ -529,12 +633,6 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
     let (ik, iv) = input_enc;
     let (ok, ov) = output_enc;
     let mod_doc = format!("The dstream operator made from [`{name}()`](fn@{name}).");
-    let assert_params = params.as_ref().map(|p| {
-        let p = statik(p);
-        quote_spanned! {p.span()=>
-            const _: fn() = || { fn __is_params<__P: #sdk::Params>() {} __is_params::<#p>(); };
-        }
-    });
     Ok(quote! {
         #f
 
@@ -543,7 +641,6 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
         #vis mod #name {
             #[allow(unused_imports)]
             use super::*;
-            #assert_params
             /// The operator.
             pub const OPERATOR: #sdk::Operator = #sdk::Operator {
                 name: #op_name,
@@ -556,6 +653,15 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
             };
         }
     })
+}
+
+/// True for `bool`, `char` and the number types.
+fn primitive(ty: &Type) -> bool {
+    const NAMES: [&str; 15] = [
+        "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
+        "i128", "f32", "f64",
+    ];
+    matches!(ty, Type::Path(p) if NAMES.iter().any(|n| p.path.is_ident(n)))
 }
 
 /// Derives `dstream_sdk::Params` for a struct with named fields.
@@ -571,19 +677,39 @@ pub fn derive_params(input: TokenStream) -> TokenStream {
 fn params(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let sdk = sdk();
     let name = &input.ident;
-    let Data::Struct(s) = &input.data else {
-        return Err(Error::new(
-            input.ident.span(),
-            "Params derives only for structs",
-        ));
-    };
-    let Fields::Named(fields) = &s.fields else {
-        return Err(Error::new(input.ident.span(), "Params needs named fields"));
+    let fields = match &input.data {
+        Data::Struct(s) => match &s.fields {
+            Fields::Named(fields) => fields,
+            Fields::Unnamed(fields) => {
+                return Err(Error::new_spanned(
+                    fields,
+                    "#[derive(Params)] needs named fields: each field is the parameter of its name",
+                ));
+            }
+            Fields::Unit => {
+                return Err(Error::new_spanned(
+                    &input.ident,
+                    "#[derive(Params)] needs named fields (write `struct Name {}` for no parameters)",
+                ));
+            }
+        },
+        Data::Enum(e) => {
+            return Err(Error::new(
+                e.enum_token.span,
+                "#[derive(Params)] needs a struct with named fields, not an enum",
+            ));
+        }
+        Data::Union(u) => {
+            return Err(Error::new(
+                u.union_token.span,
+                "#[derive(Params)] needs a struct with named fields, not a union",
+            ));
+        }
     };
     if !input.generics.params.is_empty() {
-        return Err(Error::new(
-            input.generics.span(),
-            "Params cannot be generic",
+        return Err(Error::new_spanned(
+            &input.generics,
+            "#[derive(Params)] needs a struct without generic parameters",
         ));
     }
     let mut specs = Vec::new();
@@ -593,33 +719,46 @@ fn params(input: &DeriveInput) -> syn::Result<TokenStream2> {
         let pname = ident.to_string();
         let desc = docs(&field.attrs);
         let mut default: Option<Expr> = None;
+        // A function of the type (not a method call) so that a type that
+        // does not parse points at the field's type, not at the derive.
+        let parse = |ty: &Type| quote!(#sdk::__private::param::<#ty>(__raw, #pname)?);
         for attr in field.attrs.iter().filter(|a| a.path().is_ident("param")) {
             attr.parse_nested_meta(|m| {
                 if m.path.is_ident("default") {
                     default = Some(m.value()?.parse()?);
                     Ok(())
                 } else {
-                    Err(m.error("expected `default = ...`"))
+                    let path = &m.path;
+                    Err(m.error(format!(
+                        "unknown parameter option `{}`: the only one is `default = ...`",
+                        quote!(#path).to_string().replace(' ', "")
+                    )))
                 }
             })?;
         }
         let (init, required) = match (unwrap(&field.ty, "Option"), default) {
-            (Some(inner), None) => (quote!(__raw.parse::<#inner>(#pname)?), false),
+            (Some(inner), None) => (parse(inner), false),
             (Some(_), Some(d)) => {
-                return Err(Error::new(d.span(), "an Option parameter has no default"));
+                return Err(Error::new_spanned(
+                    d,
+                    "an Option parameter has no default: it is None when not given",
+                ));
             }
             (None, Some(d)) => {
                 let ty = &field.ty;
-                // A string literal converts (to String, say); anything else
-                // must already have the field's type (integer literals do).
+                // A string literal converts (to String, say) unless the field
+                // is a primitive (where `Into` would only list the types
+                // that do convert); anything else must already have the
+                // field's type (integer literals do).
                 let dv = match &d {
-                    Expr::Lit(l) if matches!(l.lit, Lit::Str(_)) => {
+                    Expr::Lit(l) if matches!(l.lit, Lit::Str(_)) && !primitive(ty) => {
                         quote!(::core::convert::Into::<#ty>::into(#d))
                     }
                     _ => quote!({ let __d: #ty = #d; __d }),
                 };
+                let parsed = parse(ty);
                 (
-                    quote!(match __raw.parse::<#ty>(#pname)? {
+                    quote!(match #parsed {
                         ::core::option::Option::Some(v) => v,
                         ::core::option::Option::None => #dv,
                     }),
@@ -627,9 +766,9 @@ fn params(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 )
             }
             (None, None) => {
-                let ty = &field.ty;
+                let parse_ty = parse(&field.ty);
                 (
-                    quote!(__raw.parse::<#ty>(#pname)?.ok_or_else(|| ::std::format!("missing required parameter `{}`", #pname))?),
+                    quote!(#parse_ty.ok_or_else(|| ::std::format!("missing required parameter `{}`", #pname))?),
                     true,
                 )
             }

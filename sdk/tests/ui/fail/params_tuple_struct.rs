@@ -1,0 +1,6 @@
+use dstream_sdk as dstream;
+
+#[derive(dstream::Params)]
+struct Pattern(String);
+
+fn main() {}
