@@ -437,6 +437,11 @@ fn describe_lists_kinds_params_and_encodings() {
     assert_eq!(top.params.len(), 1);
     assert!(!top.params[0].required);
     assert_eq!(top.params[0].description, "How many words to keep.");
+    // Wrapped doc comment lines join into one line.
+    assert_eq!(
+        top.description,
+        "The `n` most frequent words of a partition of (word, count), most frequent first, ties in word order."
+    );
     let grep = load(&rt, "grep", dstream_artifacts::GREP);
     assert!(grep.info().operators[0].params[0].required);
     let topk = load(&rt, "topk", dstream_artifacts::TOPK);

@@ -162,7 +162,22 @@ fn docs(attrs: &[syn::Attribute]) -> String {
             _ => None,
         })
         .collect();
-    lines.join("\n").trim().to_string()
+    // Lines of a paragraph join with spaces (doc comments wrap at a column,
+    // descriptions should not); blank lines separate paragraphs.
+    let mut out = String::new();
+    for line in lines {
+        if line.is_empty() {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push(' ');
+            }
+            out.push_str(&line);
+        }
+    }
+    out
 }
 
 /// Replaces every lifetime (named or elided) by `'static`, so that a type from
