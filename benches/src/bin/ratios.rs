@@ -1,0 +1,366 @@
+//! Prints the Wasm/native and Wasm/hand-written throughput ratios of grep and
+//! of the wordcount map side over 1M records of 100 bytes, one Wasm call per
+//! record against one per partition, and the cost of a call on an empty
+//! batch (a fresh instance per call).
+//!
+//! `cargo run --release -p dstream-benches --bin ratios [-- --runs N]`
+//!
+//! Every variant runs once per round, for `N` rounds (default 7), so that a
+//! noisy machine slows all variants alike; the table gives the median round.
+//! Before any timing, the outputs of the Wasm, native and hand-written
+//! variants are checked to be identical.
+//!
+//! `--only VARIANT` runs one variant only, `N` times (for `perf`): one of
+//! `grep-wasm`, `grep-native`, `grep-hand`, `wordcount-wasm`,
+//! `wordcount-native`, `wordcount-hand`, `grep-empty`, `wordcount-empty`.
+#![allow(clippy::print_stdout)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use dstream_benches::{
+    Grep, MATCH_PER_MILLE, PARTITION, PATTERN, PER_RECORD_SAMPLE, RECORD_LEN, RECORDS, WordCount,
+    partitions, singletons,
+};
+use dstream_core::Batch;
+use dstream_wasm::{Limits, Runtime};
+
+/// Calls on an empty batch per instantiation run.
+const EMPTY_CALLS: usize = 2_000;
+/// Grep: minimum Wasm/native.
+const GREP_TARGET: f64 = 0.8;
+/// Wordcount map side: minimum Wasm/native.
+const WORDCOUNT_TARGET: f64 = 0.9;
+
+/// One variant: what it runs, over how many records (or calls), and the
+/// time of each round.
+struct Variant<'a> {
+    name: &'static str,
+    records: usize,
+    run: Box<dyn FnMut() + 'a>,
+    times: Vec<Duration>,
+}
+
+impl<'a> Variant<'a> {
+    fn new(name: &'static str, records: usize, run: impl FnMut() + 'a) -> Self {
+        Self {
+            name,
+            records,
+            run: Box::new(run),
+            times: Vec::new(),
+        }
+    }
+
+    fn round(&mut self) {
+        let start = Instant::now();
+        (self.run)();
+        self.times.push(start.elapsed());
+    }
+
+    fn sorted(&self) -> Vec<Duration> {
+        let mut t = self.times.clone();
+        t.sort_unstable();
+        t
+    }
+
+    fn median(&self) -> Duration {
+        let t = self.sorted();
+        t[t.len() / 2]
+    }
+
+    /// Records (or calls) per second at the median.
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.median().as_secs_f64()
+    }
+
+    fn print(&self) {
+        let t = self.sorted();
+        println!(
+            "  {:<36} {:>9.1} {:>9.1} {:>9.1} {:>14.0}",
+            self.name,
+            ms(self.median()),
+            ms(t[0]),
+            ms(t[t.len() - 1]),
+            self.rate()
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn header(first: &str, last: &str) {
+    println!(
+        "  {first:<36} {:>9} {:>9} {:>9} {last:>14}",
+        "median ms", "min ms", "max ms"
+    );
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn verdict(ratio: f64, target: f64) -> &'static str {
+    if ratio >= target { "meets" } else { "BELOW" }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut runs = 7;
+    let mut only: Option<String> = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => {
+                runs = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .expect("--runs takes a positive number")
+            }
+            "--only" => only = Some(args.next().expect("--only takes a variant")),
+            other => {
+                panic!("unknown argument {other:?} (usage: ratios [--runs N] [--only VARIANT])")
+            }
+        }
+    }
+    if let Some(variant) = only {
+        return profile(&variant, runs);
+    }
+
+    println!(
+        "machine: {} cores (nproc), {}; load average before: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model(),
+        load_average()
+    );
+    println!(
+        "build: {}; single-threaded, one partition at a time",
+        if cfg!(debug_assertions) {
+            "DEBUG (numbers are meaningless; use --release)"
+        } else {
+            "release"
+        }
+    );
+
+    let start = Instant::now();
+    let parts = partitions(RECORDS, PARTITION);
+    let sample = partitions(PER_RECORD_SAMPLE, PER_RECORD_SAMPLE).remove(0);
+    let sample_singletons = singletons(&sample);
+    let generated = start.elapsed();
+
+    let runtime = Runtime::new(Limits::default()).expect("a runtime");
+    let start = Instant::now();
+    let grep = Grep::new(&runtime);
+    let grep_load = start.elapsed();
+    let start = Instant::now();
+    let wordcount = WordCount::new(&runtime);
+    let wordcount_load = start.elapsed();
+
+    // Correctness first: the three ways must agree, and so must one call per
+    // record with one call per partition.
+    let kept = grep.check(&parts, &sample);
+    let (words, distinct) = wordcount.check(&parts, &sample);
+    println!(
+        "data: {RECORDS} records x {RECORD_LEN} B in {} partitions of {PARTITION} \
+         (generated in {:.0} ms)",
+        parts.len(),
+        ms(generated)
+    );
+    println!(
+        "      grep {PATTERN:?} keeps {kept} records ({:.2}%, planted in ~{:.1}%); \
+         {words} words, {distinct} distinct",
+        100.0 * kept as f64 / RECORDS as f64,
+        MATCH_PER_MILLE as f64 / 10.0
+    );
+    println!("check: wasm, native and hand-written outputs identical: ok");
+    println!("rounds: {runs}, every variant once per round (interleaved); median round reported");
+    println!();
+
+    let empty = Batch::new();
+    let each = |f: &dyn Fn(&Batch)| parts.iter().for_each(f);
+    let mut variants = [
+        Variant::new("grep / wasm (1 call per partition)", RECORDS, || {
+            each(&|p| drop(black_box(grep.wasm(p))))
+        }),
+        Variant::new("grep / native (SDK)", RECORDS, || {
+            each(&|p| drop(black_box(grep.native(p))))
+        }),
+        Variant::new("grep / hand-written", RECORDS, || {
+            each(&|p| drop(black_box(grep.by_hand(p))))
+        }),
+        Variant::new("wordcount / wasm (pipeline split+sum)", RECORDS, || {
+            each(&|p| drop(black_box(wordcount.wasm(p))))
+        }),
+        Variant::new("wordcount / native (SDK pipeline)", RECORDS, || {
+            each(&|p| drop(black_box(wordcount.native(p))))
+        }),
+        Variant::new("wordcount / hand-written", RECORDS, || {
+            each(&|p| drop(black_box(wordcount.by_hand(p))))
+        }),
+        Variant::new("grep / 1 call per record", PER_RECORD_SAMPLE, || {
+            sample_singletons
+                .iter()
+                .for_each(|r| drop(black_box(grep.wasm(r))))
+        }),
+        Variant::new("grep / 1 call for all", PER_RECORD_SAMPLE, || {
+            drop(black_box(grep.wasm(&sample)))
+        }),
+        Variant::new("wordcount / 1 call per record", PER_RECORD_SAMPLE, || {
+            sample_singletons
+                .iter()
+                .for_each(|r| drop(black_box(wordcount.wasm(r))))
+        }),
+        Variant::new("wordcount / 1 call for all", PER_RECORD_SAMPLE, || {
+            drop(black_box(wordcount.wasm(&sample)))
+        }),
+        Variant::new("grep filter", EMPTY_CALLS, || {
+            (0..EMPTY_CALLS).for_each(|_| drop(black_box(grep.wasm(&empty))))
+        }),
+        Variant::new("wordcount pipeline", EMPTY_CALLS, || {
+            (0..EMPTY_CALLS).for_each(|_| drop(black_box(wordcount.wasm(&empty))))
+        }),
+    ];
+    for _ in 0..runs {
+        for v in &mut variants {
+            v.round();
+        }
+    }
+    let [
+        grep_wasm,
+        grep_native,
+        grep_hand,
+        wc_wasm,
+        wc_native,
+        wc_hand,
+        grep_per_record,
+        grep_one_call,
+        wc_per_record,
+        wc_one_call,
+        grep_empty,
+        wc_empty,
+    ] = &variants;
+
+    header(&format!("variant ({RECORDS} records)"), "records/s");
+    for v in [
+        grep_wasm,
+        grep_native,
+        grep_hand,
+        wc_wasm,
+        wc_native,
+        wc_hand,
+    ] {
+        v.print();
+    }
+    println!();
+    header(
+        &format!("wasm calls ({PER_RECORD_SAMPLE} records)"),
+        "records/s",
+    );
+    for v in [grep_per_record, grep_one_call, wc_per_record, wc_one_call] {
+        v.print();
+    }
+    println!();
+    header(
+        &format!("empty batch, {EMPTY_CALLS} calls (instantiation)"),
+        "us/call",
+    );
+    for v in [grep_empty, wc_empty] {
+        let t = v.sorted();
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / EMPTY_CALLS as f64;
+        println!(
+            "  {:<36} {:>9.1} {:>9.1} {:>9.1} {:>14.1}",
+            v.name,
+            ms(v.median()),
+            ms(t[0]),
+            ms(t[t.len() - 1]),
+            us(v.median())
+        );
+    }
+    println!(
+        "component load (validate + compile + describe): grep {:.0} ms, wordcount {:.0} ms",
+        ms(grep_load),
+        ms(wordcount_load)
+    );
+    println!();
+
+    let ratio = |a: &Variant<'_>, b: &Variant<'_>| a.rate() / b.rate();
+    let g_native = ratio(grep_wasm, grep_native);
+    let w_native = ratio(wc_wasm, wc_native);
+    println!("ratios (throughput at the median; for wasm, higher is better):");
+    println!(
+        "  grep       wasm/native            {g_native:>7.3}   (target >= {GREP_TARGET}: {})",
+        verdict(g_native, GREP_TARGET)
+    );
+    println!(
+        "  grep       wasm/hand-written      {:>7.3}",
+        ratio(grep_wasm, grep_hand)
+    );
+    println!(
+        "  grep       native/hand-written    {:>7.3}",
+        ratio(grep_native, grep_hand)
+    );
+    println!(
+        "  wordcount  wasm/native            {w_native:>7.3}   (target >= {WORDCOUNT_TARGET}: {})",
+        verdict(w_native, WORDCOUNT_TARGET)
+    );
+    println!(
+        "  wordcount  wasm/hand-written      {:>7.3}",
+        ratio(wc_wasm, wc_hand)
+    );
+    println!(
+        "  wordcount  native/hand-written    {:>7.3}",
+        ratio(wc_native, wc_hand)
+    );
+    println!(
+        "  grep       wasm per-record/per-partition ({PARTITION} per call) {:>9.5}",
+        ratio(grep_per_record, grep_wasm)
+    );
+    println!(
+        "  wordcount  wasm per-record/per-partition ({PARTITION} per call) {:>9.5}",
+        ratio(wc_per_record, wc_wasm)
+    );
+    println!("load average after: {}", load_average());
+}
+
+/// Runs one variant `runs` times and prints the median, for profiling.
+fn profile(variant: &str, runs: usize) {
+    let parts = partitions(RECORDS, PARTITION);
+    let runtime = Runtime::new(Limits::default()).expect("a runtime");
+    let grep = Grep::new(&runtime);
+    let wordcount = WordCount::new(&runtime);
+    let empty = Batch::new();
+    let each = |f: &dyn Fn(&Batch)| parts.iter().for_each(f);
+    let mut v = Variant::new("", RECORDS, || match variant {
+        "grep-wasm" => each(&|p| drop(black_box(grep.wasm(p)))),
+        "grep-native" => each(&|p| drop(black_box(grep.native(p)))),
+        "grep-hand" => each(&|p| drop(black_box(grep.by_hand(p)))),
+        "wordcount-wasm" => each(&|p| drop(black_box(wordcount.wasm(p)))),
+        "wordcount-native" => each(&|p| drop(black_box(wordcount.native(p)))),
+        "wordcount-hand" => each(&|p| drop(black_box(wordcount.by_hand(p)))),
+        "grep-empty" => (0..EMPTY_CALLS).for_each(|_| drop(black_box(grep.wasm(&empty)))),
+        "wordcount-empty" => (0..EMPTY_CALLS).for_each(|_| drop(black_box(wordcount.wasm(&empty)))),
+        other => panic!("unknown variant {other:?}"),
+    });
+    for _ in 0..runs {
+        v.round();
+    }
+    println!(
+        "{variant}: median {:.1} ms over {runs} runs",
+        ms(v.median())
+    );
+}
