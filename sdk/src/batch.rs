@@ -84,6 +84,13 @@ impl Batch {
         self.bounds.push(self.data.len() as u32);
     }
 
+    /// Removes every record, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.bounds.clear();
+        self.bounds.push(0);
+    }
+
     /// A read-only view of the records.
     pub fn records(&self) -> Records<'_> {
         Records {
@@ -150,6 +157,25 @@ impl<'a> Records<'a> {
 
     /// Size of all keys and values in bytes.
     pub fn byte_len(&self) -> usize {
-        self.data.len()
+        match (self.bounds.first(), self.bounds.last()) {
+            (Some(a), Some(b)) => (b - a) as usize,
+            _ => 0,
+        }
+    }
+
+    /// Records `start..end` (offsets stay absolute, so no copy).
+    ///
+    /// # Panics
+    /// If `start > end` or `end > self.len()`.
+    pub fn slice(&self, start: usize, end: usize) -> Records<'a> {
+        assert!(
+            start <= end && end <= self.len(),
+            "slice {start}..{end} of {}",
+            self.len()
+        );
+        Records {
+            data: self.data,
+            bounds: &self.bounds[2 * start..2 * end + 1],
+        }
     }
 }

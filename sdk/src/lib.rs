@@ -17,7 +17,9 @@ pub mod __private;
 
 pub use batch::{Batch, Records};
 pub use codec::{Decode, DecodeError, Emit, Encode, Encoding, Postcard};
-pub use operator::{Kind, OneInput, OpError, Operator, Plugin, Runner, Select, TwoInput};
+pub use operator::{
+    Kind, OneInput, OpError, Operator, PIPELINE_CHUNK, Plugin, Runner, Select, TwoInput,
+};
 pub use params::{ParamSpec, Params, RawParams};
 
 /// A map operator: one record in, one record out.

@@ -121,6 +121,84 @@ pub struct Operator {
     pub runner: Runner,
 }
 
+/// Records per chunk of a [`Plugin::pipeline`].
+pub const PIPELINE_CHUNK: usize = 4096;
+
+/// One resolved stage of a pipeline.
+struct Stage<'a> {
+    n: usize,
+    op: &'static Operator,
+    params: RawParams<'a>,
+}
+
+impl Stage<'_> {
+    /// Runs this one-input stage over `input`, appending to `out`; an error
+    /// names the stage, and its record index is shifted by `first` (the
+    /// chunk's offset in the pipeline's input, for the first stage).
+    fn run(&self, input: Records<'_>, first: usize, out: &mut Batch) -> Result<(), OpError> {
+        let r = match self.op.runner {
+            Runner::OneInput(f) => f(input, &self.params, out),
+            Runner::Select(f) => {
+                let mut keep = Vec::new();
+                f(input, &self.params, &mut keep).map(|()| {
+                    for i in keep {
+                        let (k, v) = input.get(i as usize);
+                        out.push(k, v);
+                    }
+                })
+            }
+            Runner::TwoInput(_) => unreachable!("checked: one-input stages only"),
+        };
+        r.map_err(|e| OpError {
+            message: format!("stage {} ({}): {}", self.n, self.op.name, e.message),
+            record: e.record.map(|r| r + first as u32),
+        })
+    }
+}
+
+/// Runs per-record `stages` (and then `reduce`, if any) over `input` chunk
+/// by chunk; see [`Plugin::pipeline`].
+fn chunked(
+    input: Records<'_>,
+    stages: &[Stage<'_>],
+    reduce: Option<&Stage<'_>>,
+) -> Result<Batch, OpError> {
+    let mut out = Batch::new();
+    let mut bufs = [Batch::new(), Batch::new()];
+    let mut start = 0;
+    while start < input.len() {
+        let end = (start + PIPELINE_CHUNK).min(input.len());
+        let chunk = input.slice(start, end);
+        // Stage j reads bufs[(j + 1) % 2] (or the chunk) and writes bufs[j % 2].
+        for (j, s) in stages.iter().enumerate() {
+            let [a, b] = &mut bufs;
+            let (src, dst) = if j % 2 == 0 { (&*b, a) } else { (&*a, b) };
+            dst.clear();
+            let records = if j == 0 { chunk } else { src.records() };
+            s.run(records, if j == 0 { start } else { 0 }, dst)?;
+        }
+        let last = bufs[(stages.len() - 1) % 2].records();
+        match reduce {
+            // Combine this chunk now; the partial results are combined below.
+            Some(r) => r.run(last, 0, &mut out)?,
+            None => {
+                for (k, v) in last.iter() {
+                    out.push(k, v);
+                }
+            }
+        }
+        start = end;
+    }
+    match reduce {
+        Some(r) if input.len() > PIPELINE_CHUNK => {
+            let mut combined = Batch::with_capacity(out.len(), 0);
+            r.run(out.records(), 0, &mut combined)?;
+            Ok(combined)
+        }
+        _ => Ok(out),
+    }
+}
+
 /// A crate's operators: what [`plugin!`](crate::plugin) defines as `PLUGIN`.
 #[derive(Debug)]
 pub struct Plugin {
@@ -227,12 +305,23 @@ impl Plugin {
 
     /// Runs a chain of one-input operators in one go: the output of each stage
     /// is the input of the next, and never leaves this memory.
+    ///
+    /// Runs of per-record stages (map, flat-map, filter), and a reduce that
+    /// follows them, go through the input [`PIPELINE_CHUNK`] records at a
+    /// time: each chunk's intermediate records live in two small reused
+    /// buffers and the reduce combines each chunk at once (a map-side
+    /// combine), then combines the per-chunk results. No intermediate
+    /// partition is ever materialised, which keeps memory (and, in the
+    /// sandbox, the pages to fault in and wipe) proportional to a chunk. The
+    /// grouping is fixed, so the result is deterministic; a reduce must be
+    /// associative and commutative, so it equals the unchunked one (for
+    /// floating point, up to rounding).
     pub fn pipeline(
         &self,
         stages: &[(String, Vec<(String, String)>)],
         input: Records<'_>,
     ) -> Result<Batch, OpError> {
-        let mut current: Option<Batch> = None;
+        let mut ops = Vec::with_capacity(stages.len());
         for (n, (name, params)) in stages.iter().enumerate() {
             let op = self.operator(name).ok_or_else(|| {
                 OpError::new(format!(
@@ -240,19 +329,40 @@ impl Plugin {
                     self.name
                 ))
             })?;
-            let records = current.as_ref().map_or(input, Batch::records);
-            let raw = RawParams::new(params);
-            let next = match op.kind {
-                Kind::Inverse | Kind::UpdateState => Err(OpError::new(format!(
-                    "operator `{name}` ({}) takes two inputs and cannot be a pipeline stage",
+            if matches!(op.kind, Kind::Inverse | Kind::UpdateState) {
+                return Err(OpError::new(format!(
+                    "stage {n}: operator `{name}` ({}) takes two inputs and cannot be a pipeline stage",
                     op.kind
-                ))),
-                kind => self.run(kind, name, &raw, records),
+                )));
             }
-            .map_err(|e| OpError {
-                message: format!("stage {n} ({name}): {}", e.message),
-                record: e.record,
-            })?;
+            ops.push(Stage {
+                n,
+                op,
+                params: RawParams::new(params),
+            });
+        }
+        let per_record = |k: Kind| matches!(k, Kind::Map | Kind::FlatMap | Kind::Filter);
+        let mut current: Option<Batch> = None;
+        let mut i = 0;
+        while i < ops.len() {
+            let records = current.as_ref().map_or(input, Batch::records);
+            let mut end = i;
+            while end < ops.len() && per_record(ops[end].op.kind) {
+                end += 1;
+            }
+            let reduce = ops.get(end).filter(|s| s.op.kind == Kind::Reduce);
+            let next = if end == i {
+                // A transform, or a reduce of whole batches: one go.
+                let s = &ops[i];
+                i += 1;
+                let mut out = Batch::with_capacity(records.len(), 0);
+                s.run(records, 0, &mut out)?;
+                out
+            } else {
+                let out = chunked(records, &ops[i..end], reduce)?;
+                i = end + usize::from(reduce.is_some());
+                out
+            };
             current = Some(next);
         }
         Ok(current.unwrap_or_else(|| {
@@ -310,5 +420,111 @@ impl Plugin {
             first.records(),
             second.records(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(input: Records<'_>, _: &RawParams<'_>, out: &mut Batch) -> Result<(), OpError> {
+        for (i, (_, v)) in input.iter().enumerate() {
+            if v == b"bad" {
+                return Err(OpError::at(i, "bad line"));
+            }
+            for w in v.split(|b| *b == b' ').filter(|w| !w.is_empty()) {
+                out.push_encoded(w, &1u64);
+            }
+        }
+        Ok(())
+    }
+
+    fn sum(input: Records<'_>, _: &RawParams<'_>, out: &mut Batch) -> Result<(), OpError> {
+        crate::__private::reduce::<u64, std::convert::Infallible, _>(input, out, |a, b| Ok(a + b))
+    }
+
+    fn long(input: Records<'_>, _: &RawParams<'_>, keep: &mut Vec<u32>) -> Result<(), OpError> {
+        keep.extend((0..input.len() as u32).filter(|&i| input.get(i as usize).0.len() > 1));
+        Ok(())
+    }
+
+    const fn op(name: &'static str, kind: Kind, runner: Runner) -> Operator {
+        Operator {
+            name,
+            kind,
+            description: "",
+            params: <() as crate::Params>::specs,
+            input: (Encoding::None, Encoding::Bytes),
+            output: (Encoding::Bytes, Encoding::U64),
+            runner,
+        }
+    }
+    static SPLIT: Operator = op("split", Kind::FlatMap, Runner::OneInput(split));
+    static LONG: Operator = op("long", Kind::Filter, Runner::Select(long));
+    static SUM: Operator = op("sum", Kind::Reduce, Runner::OneInput(sum));
+    static P: Plugin = Plugin {
+        name: "t",
+        version: "0",
+        operators: &[&SPLIT, &LONG, &SUM],
+    };
+
+    fn stages(names: &[&str]) -> Vec<(String, Vec<(String, String)>)> {
+        names.iter().map(|n| (n.to_string(), Vec::new())).collect()
+    }
+
+    #[test]
+    fn chunked_pipeline_equals_stage_by_stage() {
+        // Enough lines for several chunks, words repeating across chunks.
+        let lines: Vec<String> = (0..3 * PIPELINE_CHUNK + 17)
+            .map(|i| format!("w{} x w{} yy", i % 13, i % 7))
+            .collect();
+        let input = Batch::from_values(&lines);
+        let chained = P
+            .pipeline(&stages(&["split", "long", "sum"]), input.records())
+            .unwrap();
+        let words = P.call(Kind::FlatMap, "split", &[], &input).unwrap();
+        let long = P.call(Kind::Filter, "long", &[], &words).unwrap();
+        let summed = P.call(Kind::Reduce, "sum", &[], &long).unwrap();
+        assert_eq!(chained, summed);
+        let counts: Vec<(&str, u64)> = summed.decode().unwrap();
+        assert_eq!(
+            counts.iter().map(|c| c.1).sum::<u64>(),
+            3 * lines.len() as u64
+        );
+        assert_eq!(
+            counts[0],
+            (
+                "w0",
+                (lines.len() as u64).div_ceil(13) + (lines.len() as u64).div_ceil(7)
+            )
+        );
+        // Without a reduce the chunks are concatenated.
+        let flat = P
+            .pipeline(&stages(&["split", "long"]), input.records())
+            .unwrap();
+        assert_eq!(flat, long);
+        // A stage after the reduce runs on the combined result.
+        let again = P
+            .pipeline(&stages(&["split", "sum", "sum"]), input.records())
+            .unwrap();
+        assert_eq!(again, P.call(Kind::Reduce, "sum", &[], &words).unwrap());
+    }
+
+    #[test]
+    fn pipeline_errors_name_the_stage_and_the_input_record() {
+        let mut lines = vec!["a b"; 2 * PIPELINE_CHUNK + 5];
+        lines[PIPELINE_CHUNK + 3] = "bad";
+        let e = P
+            .pipeline(
+                &stages(&["split", "sum"]),
+                Batch::from_values(&lines).records(),
+            )
+            .unwrap_err();
+        assert_eq!(e.record, Some(PIPELINE_CHUNK as u32 + 3));
+        assert_eq!(e.message, "stage 0 (split): bad line");
+        let e = P
+            .pipeline(&stages(&["nope"]), Batch::new().records())
+            .unwrap_err();
+        assert!(e.message.contains("no operator `nope`"), "{e}");
     }
 }
