@@ -37,12 +37,7 @@ pub type Top = Postcard<Vec<(String, u64)>>;
 
 /// Merges a group's new (item, score) pairs into its top `k`.
 #[dstream::update_state]
-pub fn top(
-    _group: &str,
-    values: Vec<Scored<'_>>,
-    state: Option<Top>,
-    p: &TopK,
-) -> Option<Top> {
+pub fn top(_group: &str, values: Vec<Scored<'_>>, state: Option<Top>, p: &TopK) -> Option<Top> {
     let mut all: Vec<(String, u64)> = state.map(|s| s.0).unwrap_or_default();
     all.extend(
         values
