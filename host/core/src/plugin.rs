@@ -22,17 +22,6 @@ pub enum OperatorKind {
 }
 
 impl OperatorKind {
-    /// Every kind, in contract order.
-    pub const ALL: [OperatorKind; 7] = [
-        Self::Map,
-        Self::FlatMap,
-        Self::Filter,
-        Self::Reduce,
-        Self::Inverse,
-        Self::UpdateState,
-        Self::Transform,
-    ];
-
     /// Name as written in WIT and job files (`flat-map`, ...).
     pub fn name(self) -> &'static str {
         match self {
@@ -46,11 +35,15 @@ impl OperatorKind {
         }
     }
 
-    /// True for kinds that take one partition in (and can be fused into a
-    /// pipeline).
-    pub fn is_one_input(self) -> bool {
-        !matches!(self, Self::Inverse | Self::UpdateState)
-    }
+    /// The kinds that take one partition in (and can be fused into a
+    /// pipeline); inverse and update-state take two.
+    pub const ONE_INPUT: [OperatorKind; 5] = [
+        Self::Map,
+        Self::FlatMap,
+        Self::Filter,
+        Self::Reduce,
+        Self::Transform,
+    ];
 }
 
 impl fmt::Display for OperatorKind {

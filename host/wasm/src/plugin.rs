@@ -402,29 +402,15 @@ impl Plugin {
 
     /// Runs the one-input operator `op`, whatever its kind.
     pub fn apply(&self, op: &str, params: &Params, input: &Batch) -> Result<Batch, Error> {
-        let one = [
-            OperatorKind::Map,
-            OperatorKind::FlatMap,
-            OperatorKind::Filter,
-            OperatorKind::Reduce,
-            OperatorKind::Transform,
-        ];
-        let kind = self.check(op, &one, params)?.kind;
+        let kind = self.check(op, &OperatorKind::ONE_INPUT, params)?.kind;
         self.one_input(kind, op, params, input)
     }
 
     /// Runs a chain of one-input operators in one call, inside one instance:
     /// intermediate partitions never leave the sandbox.
     pub fn pipeline(&self, stages: &[Stage], input: &Batch) -> Result<Batch, Error> {
-        let one = [
-            OperatorKind::Map,
-            OperatorKind::FlatMap,
-            OperatorKind::Filter,
-            OperatorKind::Reduce,
-            OperatorKind::Transform,
-        ];
         for s in stages {
-            self.check(&s.op, &one, &s.params)?;
+            self.check(&s.op, &OperatorKind::ONE_INPUT, &s.params)?;
         }
         let label = stages
             .iter()
