@@ -24,5 +24,5 @@ echo "==> page views per URL: url_one then merge, fused into one Wasm call"
 echo "==> lines of the log that mention Firefox (grep with a parameter)"
 "$dstream" test-op "$out/grep.wasm" grep --input examples/data/views.log --param pattern=Firefox
 
-echo "==> top 3 words of this README (split, sum, then a transform)"
-"$dstream" test-op "$out/wordcount.wasm" split+sum+top --input README.md --param n=3
+echo "==> the 3 most frequent words of the log (split, sum, then a transform, in one call)"
+"$dstream" test-op "$out/wordcount.wasm" split+sum+top --input examples/data/views.log --param n=3

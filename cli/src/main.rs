@@ -41,7 +41,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
 /// Logs go to stderr, so stdout carries only records. `RUST_LOG` overrides.
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "warn,dstream::plugin=info",
+        0 => "warn,dstream::guest=info",
         1 => "info",
         2 => "debug",
         _ => "trace",

@@ -37,11 +37,12 @@ pub(crate) fn build(a: BuildArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for b in built {
         let plugin = load(&runtime, &b.component)?;
+        let n = plugin.info().operators.len();
         writeln!(
             out,
-            "built {} ({} operators): {}",
+            "built {} ({n} operator{}): {}",
             b.package,
-            plugin.info().operators.len(),
+            if n == 1 { "" } else { "s" },
             b.component.display()
         )?;
     }

@@ -13,6 +13,8 @@ pub(crate) use exports::dstream::plugin::operators as wit;
 /// At most this many log messages per call are forwarded; the rest are
 /// counted and dropped, so a chatty plugin cannot flood the host's logs.
 pub(crate) const MAX_LOGS_PER_CALL: u32 = 1000;
+/// The `tracing` target of what plugins log.
+pub const GUEST_LOG_TARGET: &str = "dstream::guest";
 /// Longer messages are cut to this many bytes.
 pub(crate) const MAX_LOG_BYTES: usize = 4096;
 
@@ -71,15 +73,15 @@ impl dstream::plugin::host::Host for HostState {
         let (plugin, operator) = (&self.plugin, &self.operator);
         match level {
             Level::Trace => {
-                tracing::trace!(target: "dstream::plugin", plugin, operator, "{message}")
+                tracing::trace!(target: GUEST_LOG_TARGET, plugin, operator, "{message}")
             }
             Level::Debug => {
-                tracing::debug!(target: "dstream::plugin", plugin, operator, "{message}")
+                tracing::debug!(target: GUEST_LOG_TARGET, plugin, operator, "{message}")
             }
-            Level::Info => tracing::info!(target: "dstream::plugin", plugin, operator, "{message}"),
-            Level::Warn => tracing::warn!(target: "dstream::plugin", plugin, operator, "{message}"),
+            Level::Info => tracing::info!(target: GUEST_LOG_TARGET, plugin, operator, "{message}"),
+            Level::Warn => tracing::warn!(target: GUEST_LOG_TARGET, plugin, operator, "{message}"),
             Level::Error => {
-                tracing::error!(target: "dstream::plugin", plugin, operator, "{message}")
+                tracing::error!(target: GUEST_LOG_TARGET, plugin, operator, "{message}")
             }
         }
     }

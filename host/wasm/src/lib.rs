@@ -33,6 +33,7 @@ mod plugin;
 mod runtime;
 
 pub use error::Error;
+pub use host::GUEST_LOG_TARGET;
 pub use plugin::{Plugin, Stage};
 pub use runtime::{Limits, Runtime};
 

@@ -148,7 +148,7 @@ struct Count(Arc<AtomicUsize>);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
     fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if e.metadata().target() == "dstream::plugin" {
+        if e.metadata().target() == dstream_wasm::GUEST_LOG_TARGET {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
