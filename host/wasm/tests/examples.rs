@@ -67,6 +67,16 @@ fn batch_of<S: AsRef<str>>(lines: &[S]) -> Batch {
     lines.iter().map(|l| ("", l.as_ref())).collect()
 }
 
+/// Pipeline stages without parameters.
+fn stages(ops: &[&str]) -> Vec<Stage> {
+    ops.iter()
+        .map(|op| Stage {
+            op: op.to_string(),
+            params: vec![],
+        })
+        .collect()
+}
+
 fn runtime() -> Runtime {
     Runtime::new(Limits::default()).expect("runtime")
 }
@@ -212,17 +222,10 @@ fn wordcount_split_sum_and_pipeline_match_a_plain_loop() {
     assert_eq!(got.len(), summed.len());
 
     // The fused pipeline gives the very same bytes as the two calls.
-    let stages = [
-        Stage {
-            op: "split".into(),
-            params: vec![],
-        },
-        Stage {
-            op: "sum".into(),
-            params: vec![],
-        },
-    ];
-    assert_eq!(wc.pipeline(&stages, &input).unwrap(), summed);
+    assert_eq!(
+        wc.pipeline(&stages(&["split", "sum"]), &input).unwrap(),
+        summed
+    );
     // Keys come out in order of first appearance.
     let first: Vec<String> = text
         .iter()
@@ -291,19 +294,7 @@ fn wordcount_top_transform_sorts_and_truncates() {
     let wc = load(&rt, "wordcount", dstream_artifacts::WORDCOUNT);
     let text = lines(5, 2000);
     let summed = wc
-        .pipeline(
-            &[
-                Stage {
-                    op: "split".into(),
-                    params: vec![],
-                },
-                Stage {
-                    op: "sum".into(),
-                    params: vec![],
-                },
-            ],
-            &batch_of(&text),
-        )
+        .pipeline(&stages(&["split", "sum"]), &batch_of(&text))
         .unwrap();
     let top = wc
         .transform("top", &[("n".into(), "5".into())], &summed)
