@@ -9,9 +9,21 @@
 //!   that crosses the Wasm boundary.
 //! - [`plugin`]: what a plugin says about itself (its operators, their kinds,
 //!   parameters and encodings).
+//! - [`job`]: the job file and the checked stream DAG.
+//! - [`plan`]: per batch, the datasets, their lineage and the tasks, in
+//!   stages split at shuffles; what later batches still need (retention and
+//!   checkpoints).
+//! - [`exec`]: what each task computes, with plugin calls behind a trait.
+//! - [`reduce`]: built-in reducers, hash partitioning, joins.
+//! - [`generate`]: the seeded generator source.
 
 pub mod batch;
+pub mod exec;
+pub mod generate;
+pub mod job;
+pub mod plan;
 pub mod plugin;
+pub mod reduce;
 
 pub use batch::Batch;
 pub use plugin::{Encoding, OperatorInfo, OperatorKind, ParamInfo, PluginInfo};
@@ -23,4 +35,20 @@ pub enum Error {
     /// A batch whose buffers do not follow the flat layout.
     #[error("malformed batch: {0}")]
     BadBatch(String),
+    /// A value that does not fit what an operator expects.
+    #[error("{0}")]
+    BadValue(String),
+    /// A plugin call failed.
+    #[error(transparent)]
+    Call(exec::CallError),
+    /// A task failed.
+    #[error("stream `{stream}`, block {block}: {source}")]
+    Task {
+        /// The stream the task computes.
+        stream: String,
+        /// The block it computes.
+        block: String,
+        /// Why.
+        source: Box<Error>,
+    },
 }
