@@ -38,6 +38,52 @@ pub(crate) enum Command {
     /// unkeyed), numbers in decimal, opaque or postcard bytes in hex.
     #[command(name = "test-op")]
     TestOp(TestOpArgs),
+
+    /// Run a stream job in this process until stopped.
+    ///
+    /// Every interval, the records the sources got become one batch; the
+    /// job's streams run over it on a thread pool and the sinks write it.
+    /// Each batch prints one line on stderr: its number and time, records
+    /// in and out, processing time and scheduling delay (how late it
+    /// started; a delay that grows means the job cannot keep up).
+    ///
+    /// State is checkpointed every `checkpoint_interval` of the job. Ctrl-C
+    /// finishes the current batch, writes a checkpoint and exits 0; after a
+    /// crash, running the same job again resumes from the last checkpoint
+    /// with its state intact (generator sources replay the batches since;
+    /// records received over tcp, http or files since the checkpoint are not
+    /// replayed).
+    ///
+    /// Plugins named by a crate directory are built first (needs the
+    /// wasm32-unknown-unknown target; `scripts/setup.sh` installs it).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The job file (TOML; see examples/ and the README).
+    pub(crate) job: PathBuf,
+
+    /// Where checkpoints go [default: .dstream/JOB-NAME in the current
+    /// directory].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) checkpoint_dir: Option<PathBuf>,
+
+    /// Start from batch 1, ignoring (and then replacing) checkpoints.
+    #[arg(long)]
+    pub(crate) fresh: bool,
+
+    /// Stop after this many batches (then checkpoint and exit 0).
+    #[arg(long, value_name = "N")]
+    pub(crate) batches: Option<u64>,
+
+    /// Task threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub(crate) threads: Option<usize>,
+
+    /// Do not print a line per batch.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,4 @@
-//! `dstream`: build, inspect and test operator plugins.
+//! `dstream`: build, inspect and test operator plugins; run stream jobs.
 //!
 //! A thin main: parse arguments, run the command, print any error with its
 //! causes to stderr and exit with a distinct code (1 for a failed command,
@@ -6,6 +6,7 @@
 
 mod args;
 mod plugin;
+mod run;
 mod test_op;
 
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Command::Plugin(args::PluginCommand::Build(a)) => plugin::build(a),
         args::Command::Plugin(args::PluginCommand::Inspect(a)) => plugin::inspect(a),
         args::Command::TestOp(a) => test_op::run(a),
+        args::Command::Run(a) => run::run(a),
     }
 }
 

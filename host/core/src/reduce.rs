@@ -29,7 +29,7 @@ use crate::{Batch, Encoding, Error};
 /// The hasher of keys: fixed, so every process agrees on partitions and
 /// iteration orders.
 pub(crate) fn hasher() -> foldhash::fast::FixedState {
-    foldhash::fast::FixedState::with_seed(0x5eed_d57e_a4)
+    foldhash::fast::FixedState::with_seed(0x005e_edd5_7ea4)
 }
 
 /// The partition (of `partitions`) that `key` belongs to.

@@ -411,7 +411,7 @@ impl Job {
     /// True when `id` has a dataset at `batch` (its slide divides the batch
     /// number).
     pub fn computes_at(&self, id: NodeId, batch: u64) -> bool {
-        batch % self.node(id).slide == 0
+        batch.is_multiple_of(self.node(id).slide)
     }
 
     /// The plugins the job's operators use, by name.

@@ -35,7 +35,7 @@ impl JobFile {
         }
         for name in &self.order {
             let s = &raw.streams[name];
-            let inputs: Vec<NodeId> = s.get_ref().from_names().iter().map(|n| ids[n]).collect();
+            let inputs: Vec<NodeId> = s.get_ref().input_names().iter().map(|n| ids[n]).collect();
             let node = self.stream(name, s, &inputs, &nodes, plugins)?;
             ids.insert(name.clone(), NodeId(nodes.len() as u32));
             nodes.push(node);

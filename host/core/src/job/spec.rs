@@ -148,7 +148,7 @@ impl RawStream {
     }
 
     /// The names it reads, with the span of `from`.
-    pub(crate) fn from_names(&self) -> Vec<String> {
+    pub(crate) fn input_names(&self) -> Vec<String> {
         match self.from.as_ref().map(|f| f.get_ref()) {
             None => Vec::new(),
             Some(OneOrMany::One(s)) => vec![s.clone()],
@@ -299,7 +299,7 @@ impl JobFile {
                     ),
                 ));
             };
-            let names = s.get_ref().from_names();
+            let names = s.get_ref().input_names();
             for n in &names {
                 if !raw.sources.contains_key(n) && !raw.streams.contains_key(n) {
                     return Err(err(
@@ -421,8 +421,11 @@ impl JobFile {
     }
 }
 
+/// Checks a duration is a multiple of the interval; gives it in batches.
+type Multiple<'a> = dyn Fn(&Spanned<String>, &str) -> Result<u64, JobError> + 'a;
+
 fn check_window(
-    multiple: &dyn Fn(&Spanned<String>, &str) -> Result<u64, JobError>,
+    multiple: &Multiple<'_>,
     length: &Spanned<String>,
     slide: &Option<Spanned<String>>,
     field: &str,
@@ -634,7 +637,7 @@ fn topological_order(raw: &RawJob, loc: &Locator) -> Result<Vec<String>, JobErro
         let mut stack: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
         marks.insert(start, Mark::Open);
         while let Some((node, next)) = stack.last().cloned() {
-            let inputs = raw.streams[node].get_ref().from_names();
+            let inputs = raw.streams[node].get_ref().input_names();
             let streams_in: Vec<&String> = inputs
                 .iter()
                 .filter_map(|n| raw.streams.get_key_value(n).map(|(k, _)| k))

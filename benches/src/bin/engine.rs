@@ -1,0 +1,299 @@
+//! The embedded engine's throughput: the highest generator rate at which a
+//! job's batches finish within the interval 30 times in a row, at a 100 ms
+//! and a 1 s interval, for a running WordCount and a Grep with the guest
+//! examples' Wasm operators; and the ratio of the engine (on 2 threads) to a
+//! hand-written single-thread loop of the same job over the same records.
+//!
+//! ```text
+//! cargo run --release -p dstream-benches --bin engine [-- --quick]
+//! ```
+//!
+//! Batches run back to back (the clock is not waited for), so a batch that
+//! finishes within its interval is one the real-time driver would keep up
+//! with. Generation of the records is part of each batch, in the engine
+//! (as a source task) and in the hand-written loop alike.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dstream_core::Batch;
+use dstream_core::generate::Pool;
+use dstream_core::job::{GenFormat, Generator, JobFile};
+use dstream_runtime::local::Engine;
+use dstream_runtime::plugins;
+use dstream_wasm::{Limits, Plugin, Runtime};
+use memchr::memmem::Finder;
+use rustc_hash::FxHashMap;
+
+const IN_A_ROW: usize = 30;
+const THREADS: usize = 2;
+const PATTERN: &str = "kaka";
+
+fn wordcount_job(interval_ms: u64, rate: u64) -> String {
+    format!(
+        r#"name = "bench-wordcount"
+interval = "{interval_ms}ms"
+checkpoint_interval = "{}ms"
+partitions = {THREADS}
+[plugins]
+wc = "{}"
+[sources.lines]
+kind = "generator"
+format = "words"
+rate = {rate}
+record_bytes = 100
+[streams.words]
+from = "lines"
+flat_map = "wc/split"
+[streams.counts]
+from = "words"
+running_reduce = "sum"
+"#,
+        interval_ms * 10,
+        dstream_artifacts::WORDCOUNT
+    )
+}
+
+fn grep_job(interval_ms: u64, rate: u64) -> String {
+    format!(
+        r#"name = "bench-grep"
+interval = "{interval_ms}ms"
+partitions = {THREADS}
+[plugins]
+grep = "{}"
+[sources.lines]
+kind = "generator"
+format = "words"
+rate = {rate}
+record_bytes = 100
+[streams.hits]
+from = "lines"
+filter = "grep/grep"
+params = {{ pattern = "{PATTERN}" }}
+"#,
+        dstream_artifacts::GREP
+    )
+}
+
+struct Bench {
+    runtime: Runtime,
+}
+
+impl Bench {
+    fn engine(&self, text: &str) -> Engine {
+        let file = JobFile::parse(text).expect("bench job parses");
+        let loaded: BTreeMap<String, Plugin> = file
+            .plugins()
+            .map(|(n, l)| {
+                let p = plugins::load(&self.runtime, n, l, Path::new(".")).expect("plugin loads");
+                (n.to_string(), p)
+            })
+            .collect();
+        let job = file
+            .resolve(&plugins::infos(&loaded))
+            .expect("bench job resolves");
+        Engine::new(job, loaded, THREADS).expect("engine starts")
+    }
+
+    /// Whether `rate` is sustained: `IN_A_ROW` batches in a row within the
+    /// interval (after 3 warm-up batches; up to 2x as many tries). Returns
+    /// the median processing time too.
+    fn sustained(
+        &self,
+        job: &dyn Fn(u64, u64) -> String,
+        interval_ms: u64,
+        rate: u64,
+    ) -> (bool, Duration) {
+        let engine = self.engine(&job(interval_ms, rate));
+        let interval = Duration::from_millis(interval_ms);
+        let mut in_a_row = 0;
+        let mut times = Vec::new();
+        for n in 1..=(3 + 2 * IN_A_ROW as u64) {
+            let t = Instant::now();
+            engine.run_batch(n, BTreeMap::new()).expect("batch runs");
+            engine.finish_batch(n);
+            let took = t.elapsed();
+            if n <= 3 {
+                continue;
+            }
+            times.push(took);
+            if took < interval {
+                in_a_row += 1;
+                if in_a_row == IN_A_ROW {
+                    break;
+                }
+            } else {
+                in_a_row = 0;
+                if times.len() > IN_A_ROW {
+                    break;
+                }
+            }
+        }
+        times.sort();
+        (in_a_row == IN_A_ROW, times[times.len() / 2])
+    }
+
+    /// The highest sustained rate, to within about 6%.
+    fn max_rate(
+        &self,
+        job: &dyn Fn(u64, u64) -> String,
+        interval_ms: u64,
+        start: u64,
+    ) -> (u64, Duration) {
+        let mut lo = 0;
+        let mut lo_median = Duration::ZERO;
+        let mut hi = start;
+        // Double until a rate fails.
+        loop {
+            let (ok, median) = self.sustained(job, interval_ms, hi);
+            eprintln!(
+                "  {:>6} ms interval, {:>10} rec/s: {} (median batch {:.1} ms)",
+                interval_ms,
+                hi,
+                if ok { "sustained" } else { "behind" },
+                median.as_secs_f64() * 1e3
+            );
+            if !ok {
+                break;
+            }
+            lo = hi;
+            lo_median = median;
+            hi *= 2;
+        }
+        // Then bisect.
+        while hi - lo > hi / 16 {
+            let mid = (lo + hi) / 2;
+            let (ok, median) = self.sustained(job, interval_ms, mid);
+            eprintln!(
+                "  {:>6} ms interval, {:>10} rec/s: {} (median batch {:.1} ms)",
+                interval_ms,
+                mid,
+                if ok { "sustained" } else { "behind" },
+                median.as_secs_f64() * 1e3
+            );
+            if ok {
+                lo = mid;
+                lo_median = median;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo, lo_median)
+    }
+}
+
+fn generator(rate: u64) -> Pool {
+    Pool::new(&Generator {
+        rate,
+        seed: 1,
+        format: GenFormat::Words,
+        record_bytes: 100,
+    })
+}
+
+/// The running WordCount by hand, one thread: generate, split, count per
+/// batch with FxHash, merge into the running totals.
+fn wordcount_by_hand(batches: u64, rate: u64, interval: Duration, parts: u32) -> (f64, usize) {
+    let pool = generator(rate);
+    let mut totals: FxHashMap<Vec<u8>, u64> = FxHashMap::default();
+    let t = Instant::now();
+    let mut records = 0;
+    for b in 1..=batches {
+        let mut batch: FxHashMap<&[u8], u64> = FxHashMap::default();
+        let data: Vec<Batch> = (0..parts)
+            .map(|p| pool.partition(b, p, parts, interval))
+            .collect();
+        for part in &data {
+            records += part.len();
+            for (_, line) in part.iter() {
+                for w in line.split(|c| *c == b' ').filter(|w| !w.is_empty()) {
+                    *batch.entry(w).or_default() += 1;
+                }
+            }
+        }
+        for (w, c) in batch {
+            match totals.get_mut(w) {
+                Some(t) => *t += c,
+                None => {
+                    totals.insert(w.to_vec(), c);
+                }
+            }
+        }
+    }
+    (records as f64 / t.elapsed().as_secs_f64(), totals.len())
+}
+
+/// Grep by hand, one thread: generate, keep the lines with the pattern.
+fn grep_by_hand(batches: u64, rate: u64, interval: Duration, parts: u32) -> (f64, usize) {
+    let pool = generator(rate);
+    let finder = Finder::new(PATTERN);
+    let t = Instant::now();
+    let mut records = 0;
+    let mut hits = 0;
+    for b in 1..=batches {
+        for p in 0..parts {
+            let part = pool.partition(b, p, parts, interval);
+            records += part.len();
+            let mut out = Batch::new();
+            for (k, line) in part.iter() {
+                if finder.find(line).is_some() {
+                    out.push(k, line);
+                }
+            }
+            hits += out.len();
+        }
+    }
+    (records as f64 / t.elapsed().as_secs_f64(), hits)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let bench = Bench {
+        runtime: Runtime::new(Limits::default()).expect("runtime"),
+    };
+    let hand_batches = if quick { 3 } else { 10 };
+    let mut rows = Vec::new();
+    type JobFn = fn(u64, u64) -> String;
+    type HandFn = fn(u64, u64, Duration, u32) -> (f64, usize);
+    let jobs: [(&str, JobFn, HandFn); 2] = [
+        ("wordcount (running)", wordcount_job, wordcount_by_hand),
+        ("grep", grep_job, grep_by_hand),
+    ];
+    for (name, job, hand) in jobs {
+        eprintln!("{name}:");
+        let (hand_rate, _) = hand(
+            hand_batches,
+            1_000_000,
+            Duration::from_secs(1),
+            THREADS as u32,
+        );
+        eprintln!("  hand-written loop, 1 thread: {hand_rate:.0} rec/s");
+        let mut result = vec![name.to_string(), format!("{:.2}M", hand_rate / 1e6)];
+        for interval_ms in if quick { vec![100] } else { vec![100, 1000] } {
+            let start = (hand_rate as u64 / 4).max(10_000);
+            let (rate, median) = bench.max_rate(&job, interval_ms, start);
+            result.push(format!(
+                "{:.2}M ({:.0} ms)",
+                rate as f64 / 1e6,
+                median.as_secs_f64() * 1e3
+            ));
+            if interval_ms == 100 {
+                result.push(format!("{:.2}", rate as f64 / hand_rate));
+            }
+        }
+        rows.push(result);
+    }
+    {
+        println!();
+        println!(
+            "| job | hand loop, 1 thread (rec/s) | engine, 100 ms interval (rec/s, median batch) | engine/hand at 100 ms | engine, 1 s interval |"
+        );
+        println!("|---|---|---|---|---|");
+        for r in rows {
+            println!("| {} |", r.join(" | "));
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `dstream run` as a user runs it: the real binary, a real Wasm plugin,
+//! SIGKILL mid-stream, a restart that resumes from the last checkpoint.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dstream_core::generate::Pool;
+use dstream_core::job::{GenFormat, Generator};
+
+const INTERVAL_MS: u64 = 100;
+const RATE: u64 = 3000;
+const SEED: u64 = 11;
+const PARTITIONS: u32 = 2;
+
+fn job(dir: &Path) -> std::path::PathBuf {
+    let text = format!(
+        r#"name = "pv-crash"
+interval = "{INTERVAL_MS}ms"
+checkpoint_interval = "{}ms"
+partitions = {PARTITIONS}
+[plugins]
+pv = "{}"
+[sources.views]
+kind = "generator"
+format = "pageviews"
+rate = {RATE}
+seed = {SEED}
+[streams.ones]
+from = "views"
+map = "pv/url_one"
+[streams.counts]
+from = "ones"
+running_reduce = "sum"
+[sinks.out]
+from = "counts"
+kind = "files"
+dir = "out"
+"#,
+        4 * INTERVAL_MS,
+        dstream_artifacts::PAGEVIEWS
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn dstream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dstream"))
+}
+
+/// Running totals per URL after each batch, from a plain loop over the
+/// generator's records.
+fn expected(batches: u64) -> Vec<BTreeMap<String, u64>> {
+    let pool = Pool::new(&Generator {
+        rate: RATE,
+        seed: SEED,
+        format: GenFormat::Pageviews,
+        record_bytes: 100,
+    });
+    let mut totals = BTreeMap::new();
+    let mut out = vec![BTreeMap::new()];
+    for b in 1..=batches {
+        for p in 0..PARTITIONS {
+            for (_, line) in pool
+                .partition(b, p, PARTITIONS, Duration::from_millis(INTERVAL_MS))
+                .iter()
+            {
+                let url = std::str::from_utf8(line)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap();
+                *totals.entry(url.to_string()).or_insert(0u64) += 1;
+            }
+        }
+        out.push(totals.clone());
+    }
+    out
+}
+
+fn batch_files(out: &Path) -> BTreeMap<u64, String> {
+    let mut m = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(out) else {
+        return m;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().into_string().unwrap();
+        let n: u64 = name
+            .strip_prefix("counts-")
+            .and_then(|s| s.strip_suffix(".txt"))
+            .unwrap_or_else(|| panic!("unexpected file {name} in the sink directory"))
+            .parse()
+            .unwrap();
+        m.insert(n, std::fs::read_to_string(e.path()).unwrap());
+    }
+    m
+}
+
+#[test]
+fn killed_mid_stream_it_resumes_from_the_checkpoint_with_the_right_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    let ck = dir.path().join("ck");
+    let out = dir.path().join("out");
+
+    // First run: SIGKILL once some batches are written, between checkpoints.
+    let mut child = dstream()
+        .arg("run")
+        .arg(&job)
+        .arg("--checkpoint-dir")
+        .arg(&ck)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while batch_files(&out).len() < 10 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let before = batch_files(&out);
+    let written = *before.keys().max().unwrap();
+
+    // Second run: resumes after the last checkpoint, runs 8 batches, exits 0.
+    let second = dstream()
+        .arg("run")
+        .arg(&job)
+        .arg("--checkpoint-dir")
+        .arg(&ck)
+        .args(["--batches", "8"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    let resumed: u64 = stderr
+        .split("resuming after batch ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no resume line in:\n{stderr}"))
+        .parse()
+        .unwrap();
+    assert_eq!(resumed % 4, 0, "checkpoints every 4 batches");
+    assert!(
+        resumed <= written && resumed >= 4,
+        "resumed after {resumed}, {written} written"
+    );
+    let last = resumed + 8;
+    assert!(
+        stderr.contains(&format!("done after batch {last}")),
+        "{stderr}"
+    );
+
+    // The files sink: every batch exactly once, none missing, no temporary
+    // file left, and each holds the right running totals.
+    let files = batch_files(&out);
+    assert_eq!(
+        files.keys().copied().collect::<Vec<_>>(),
+        (1..=last.max(written)).collect::<Vec<_>>()
+    );
+    let want = expected(last.max(written));
+    for (n, text) in &files {
+        let got: BTreeMap<String, u64> = text
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once('\t').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(got.len(), text.lines().count(), "batch {n}: a URL twice");
+        assert_eq!(got, want[*n as usize], "batch {n}");
+    }
+    // Batches written before the kill and again after it are the same bytes.
+    for (n, text) in &before {
+        assert_eq!(&files[n], text, "batch {n} rewritten differently");
+    }
+}
+
+#[test]
+fn a_bad_job_file_names_the_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"bad\"\ninterval = \"1s\"\n[sources.s]\nkind = \"generator\"\nrate = 5\n[streams.a]\nfrom = \"nowhere\"\ncount_by_key = true\n",
+    )
+    .unwrap();
+    let out = dstream().arg("run").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:7:8: streams.a.from: `nowhere` is neither a source nor a stream",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_operator_is_reported_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"x\"\ninterval = \"1s\"\n[plugins]\npv = \"{}\"\n[sources.s]\nkind = \"generator\"\nrate = 5\n[streams.a]\nfrom = \"s\"\nmap = \"pv/nope\"\n",
+            dstream_artifacts::PAGEVIEWS
+        ),
+    )
+    .unwrap();
+    let out = dstream().arg("run").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            ":10:7: streams.a.map: unknown operator `nope`: plugin `pv` has url_one (map)"
+        ),
+        "{stderr}"
+    );
+}

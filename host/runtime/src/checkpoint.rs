@@ -1,0 +1,241 @@
+//! Checkpoints in a directory: the datasets later batches still need (state,
+//! window contents), written so that a crash at any moment leaves either
+//! the previous checkpoint or the new one, never half of one.
+//!
+//! Layout: `DIR/checkpoint-NNNNNNNNNN/` holds one `.blk` file per block and a
+//! `manifest.toml` naming them, the batch and the job's fingerprint. It is
+//! written as `DIR/.checkpoint-NNNNNNNNNN.tmp/`, synced, then renamed; only
+//! directories with a manifest count. The two newest are kept.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dstream_core::Batch;
+use dstream_core::exec::Block;
+use dstream_core::job::{Job, NodeId};
+use dstream_core::plan::{Aux, BlockId, DatasetId, Planner};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::store::BlockStore;
+
+const KEEP: usize = 2;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    job: String,
+    fingerprint: String,
+    batch: u64,
+    blocks: Vec<Entry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    stream: String,
+    aux: String,
+    batch: u64,
+    part: u32,
+    file: String,
+    records: u64,
+}
+
+/// A fingerprint of what makes checkpointed data meaningful: the DAG, the
+/// partitioning and the interval. (FNV-1a over the job's structure.)
+pub fn fingerprint(job: &Job) -> String {
+    let text = format!("{:?}|{}|{:?}", job.nodes, job.partitions, job.interval);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn aux_name(a: Aux) -> String {
+    match a {
+        Aux::Main => "main".into(),
+        Aux::Shuffle(s) => format!("shuffle{s}"),
+        Aux::Slice => "slice".into(),
+        Aux::WindowState => "window".into(),
+    }
+}
+
+fn aux_of(s: &str) -> Option<Aux> {
+    Some(match s {
+        "main" => Aux::Main,
+        "slice" => Aux::Slice,
+        "window" => Aux::WindowState,
+        _ => Aux::Shuffle(s.strip_prefix("shuffle")?.parse().ok()?),
+    })
+}
+
+fn dir_name(batch: u64) -> String {
+    format!("checkpoint-{batch:010}")
+}
+
+fn io(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
+    let what = format!("{what} {}", path.display());
+    move |e| Error::io(what, e)
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: not every platform can fsync a directory.
+    if let Ok(f) = fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Writes the checkpoint of `batch`: every block of the datasets batches
+/// after it need. Returns its directory.
+pub fn write(dir: &Path, job: &Job, store: &BlockStore, batch: u64) -> Result<PathBuf, Error> {
+    fs::create_dir_all(dir).map_err(io(dir, "creating checkpoint directory"))?;
+    let tmp = dir.join(format!(".{}.tmp", dir_name(batch)));
+    let fin = dir.join(dir_name(batch));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp, "removing"))?;
+    }
+    fs::create_dir(&tmp).map_err(io(&tmp, "creating"))?;
+    let mut blocks = Vec::new();
+    for ds in Planner::new(job).needed_after(batch) {
+        for (part, b) in store.dataset(&ds) {
+            let Some(data) = b.batch(None) else { continue };
+            let stream = &job.node(ds.node).name;
+            let file = format!("{stream}.{}.{}.{part}.blk", aux_name(ds.aux), ds.batch);
+            let bytes = postcard::to_allocvec(&(data.data(), data.bounds())).map_err(|e| {
+                Error::Checkpoint {
+                    path: tmp.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            let path = tmp.join(&file);
+            let mut f = fs::File::create(&path).map_err(io(&path, "creating"))?;
+            f.write_all(&bytes).map_err(io(&path, "writing"))?;
+            f.sync_all().map_err(io(&path, "syncing"))?;
+            blocks.push(Entry {
+                stream: stream.clone(),
+                aux: aux_name(ds.aux),
+                batch: ds.batch,
+                part,
+                file,
+                records: data.len() as u64,
+            });
+        }
+    }
+    let manifest = Manifest {
+        job: job.name.clone(),
+        fingerprint: fingerprint(job),
+        batch,
+        blocks,
+    };
+    let text = toml::to_string(&manifest).map_err(|e| Error::Checkpoint {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
+    let mpath = tmp.join("manifest.toml");
+    let mut f = fs::File::create(&mpath).map_err(io(&mpath, "creating"))?;
+    f.write_all(text.as_bytes())
+        .map_err(io(&mpath, "writing"))?;
+    f.sync_all().map_err(io(&mpath, "syncing"))?;
+    sync_dir(&tmp);
+    if fin.exists() {
+        fs::remove_dir_all(&fin).map_err(io(&fin, "replacing"))?;
+    }
+    fs::rename(&tmp, &fin).map_err(io(&fin, "renaming into"))?;
+    sync_dir(dir);
+    // Keep the newest few.
+    let mut all = list(dir)?;
+    all.sort();
+    let old = all.len().saturating_sub(KEEP);
+    for b in &all[..old] {
+        let p = dir.join(dir_name(*b));
+        if let Err(e) = fs::remove_dir_all(&p) {
+            tracing::warn!(path = %p.display(), error = %e, "could not remove an old checkpoint");
+        }
+    }
+    Ok(fin)
+}
+
+/// Batches of the complete checkpoints in `dir`.
+fn list(dir: &Path) -> Result<Vec<u64>, Error> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(n) = name
+            .to_str()
+            .and_then(|s| s.strip_prefix("checkpoint-"))
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if e.path().join("manifest.toml").is_file() {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// The batch of the newest complete checkpoint in `dir`, if any.
+pub fn latest(dir: &Path) -> Result<Option<u64>, Error> {
+    Ok(list(dir)?.into_iter().max())
+}
+
+/// Loads the newest checkpoint of `dir` into `store`; returns its batch.
+/// A checkpoint of another job graph is an error (its state would mean
+/// nothing to this one).
+pub fn restore(dir: &Path, job: &Job, store: &BlockStore) -> Result<Option<u64>, Error> {
+    let Some(batch) = latest(dir)? else {
+        return Ok(None);
+    };
+    let cdir = dir.join(dir_name(batch));
+    let bad = |message: String| Error::Checkpoint {
+        path: cdir.clone(),
+        message,
+    };
+    let mpath = cdir.join("manifest.toml");
+    let text = fs::read_to_string(&mpath).map_err(io(&mpath, "reading"))?;
+    let m: Manifest = toml::from_str(&text).map_err(|e| bad(format!("bad manifest: {e}")))?;
+    if m.fingerprint != fingerprint(job) {
+        return Err(bad(format!(
+            "written by a different version of job `{}` (its streams, partitions or interval changed); \
+             remove the directory or run with --fresh to start over",
+            m.job
+        )));
+    }
+    for e in m.blocks {
+        let node: NodeId = job
+            .node_by_name(&e.stream)
+            .ok_or_else(|| bad(format!("unknown stream `{}`", e.stream)))?;
+        let aux = aux_of(&e.aux).ok_or_else(|| bad(format!("unknown dataset kind `{}`", e.aux)))?;
+        let path = cdir.join(&e.file);
+        let bytes = fs::read(&path).map_err(io(&path, "reading"))?;
+        let (data, bounds): (Vec<u8>, Vec<u32>) =
+            postcard::from_bytes(&bytes).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let b =
+            Batch::from_parts(data, bounds).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        if b.len() as u64 != e.records {
+            return Err(bad(format!(
+                "{}: record count differs from the manifest",
+                path.display()
+            )));
+        }
+        store.insert(
+            BlockId {
+                dataset: DatasetId {
+                    node,
+                    batch: e.batch,
+                    aux,
+                },
+                part: e.part,
+            },
+            Arc::new(Block::Part(b)),
+        );
+    }
+    Ok(Some(batch))
+}

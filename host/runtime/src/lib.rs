@@ -1,0 +1,22 @@
+//! The drivers of dstream: everything that does I/O around the sans-IO core.
+//!
+//! - [`local`]: the embedded engine, running each batch's tasks on a thread
+//!   pool over an in-memory block store, with Wasm operators from
+//!   `dstream-wasm` and checkpoints in a directory.
+//! - [`source`]: receivers (tcp, files, http) filling an [`source::Inbox`]
+//!   that each batch drains.
+//! - [`sink`]: output operations (stdout, files, http), idempotent per batch.
+//! - [`driver`]: the real-time loop: receivers, batches, sinks, checkpoints.
+//! - [`checkpoint`]: state written to a directory atomically, and read back.
+//! - [`plugins`]: loading a job's plugins (building plugin crates on the spot).
+
+pub mod checkpoint;
+pub mod driver;
+pub mod error;
+pub mod local;
+pub mod plugins;
+pub mod sink;
+pub mod source;
+pub mod store;
+
+pub use error::Error;
