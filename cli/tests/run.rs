@@ -87,6 +87,9 @@ fn batch_files(out: &Path) -> BTreeMap<u64, String> {
     };
     for e in rd.flatten() {
         let name = e.file_name().into_string().unwrap();
+        if name.starts_with('.') {
+            continue; // a batch being written
+        }
         let n: u64 = name
             .strip_prefix("counts-")
             .and_then(|s| s.strip_suffix(".txt"))
@@ -174,6 +177,13 @@ fn killed_mid_stream_it_resumes_from_the_checkpoint_with_the_right_totals() {
         assert_eq!(got.len(), text.lines().count(), "batch {n}: a URL twice");
         assert_eq!(got, want[*n as usize], "batch {n}");
     }
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     // Batches written before the kill and again after it are the same bytes.
     for (n, text) in &before {
         assert_eq!(&files[n], text, "batch {n} rewritten differently");
@@ -222,4 +232,141 @@ fn a_missing_operator_is_reported_at_its_line() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn ctrl_c_finishes_the_batch_checkpoints_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    let ck = dir.path().join("ck");
+    let out = dir.path().join("out");
+    let child = dstream()
+        .arg("run")
+        .arg(&job)
+        .arg("--checkpoint-dir")
+        .arg(&ck)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while batch_files(&out).len() < 6 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stderr}");
+    let last: u64 = stderr
+        .split("stopped after batch ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("no stop line in:\n{stderr}"))
+        .parse()
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("checkpoint at batch {last}")),
+        "{stderr}"
+    );
+    // The checkpoint is of the last batch, even between checkpoint intervals,
+    // and every batch up to it was written.
+    assert!(
+        ck.join(format!("checkpoint-{last:010}/manifest.toml"))
+            .is_file()
+    );
+    assert_eq!(
+        batch_files(&out).keys().copied().collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn lines_from_a_socket_are_all_counted_once() {
+    use std::io::Write;
+    // The paper's example: a server sends lines; the job connects to it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "socket"
+interval = "100ms"
+[plugins]
+wc = "{}"
+[sources.lines]
+kind = "tcp"
+addr = "{addr}"
+[streams.words]
+from = "lines"
+flat_map = "wc/split"
+[streams.counts]
+from = "words"
+reduce_by_key = "wc/sum"
+[sinks.out]
+from = "counts"
+kind = "files"
+dir = "out"
+"#,
+            dstream_artifacts::WORDCOUNT
+        ),
+    )
+    .unwrap();
+    let mut child = dstream()
+        .arg("run")
+        .arg(&path)
+        .arg("--checkpoint-dir")
+        .arg(dir.path().join("ck"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..3000u64 {
+        let line = format!("w{} w{} shared\n", i % 17, i % 5);
+        for w in line.split_ascii_whitespace() {
+            *want.entry(w.to_string()).or_default() += 1;
+        }
+        conn.write_all(line.as_bytes()).unwrap();
+        if i % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+    drop(conn);
+    // Wait until every word arrived in some batch's file.
+    let out = dir.path().join("out");
+    let t0 = Instant::now();
+    let total = |files: &BTreeMap<u64, String>| {
+        let mut m: BTreeMap<String, u64> = BTreeMap::new();
+        for text in files.values() {
+            for l in text.lines() {
+                let (k, v) = l.split_once('\t').unwrap();
+                *m.entry(k.to_string()).or_default() += v.parse::<u64>().unwrap();
+            }
+        }
+        m
+    };
+    loop {
+        let got = total(&batch_files(&out));
+        if got == want {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "after 30 s: {got:?}\nwant {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Several batches took part, each a per-batch count.
+    let files = batch_files(&out);
+    assert!(files.values().filter(|t| !t.is_empty()).count() >= 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

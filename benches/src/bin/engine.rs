@@ -50,10 +50,11 @@ from = "lines"
 flat_map = "wc/split"
 [streams.counts]
 from = "words"
-running_reduce = "sum"
+running_reduce = "{reducer}"
 "#,
         interval_ms * 10,
-        dstream_artifacts::WORDCOUNT
+        dstream_artifacts::WORDCOUNT,
+        reducer = std::env::var("DSTREAM_BENCH_REDUCER").unwrap_or_else(|_| "wc/sum".into()),
     )
 }
 

@@ -127,8 +127,20 @@ impl<'a> Executor<'a> {
                 consumer,
                 side,
             } => {
-                let x = self.chain(chain, inputs[0], calls)?;
                 let cop = job.node(*consumer).op().expect("a stream");
+                // A plugin reducer runs in the same call as the chain before
+                // it: the records it combines never leave the sandbox.
+                if let Op::ReduceByKey(Reducer::Plugin(p)) | Op::RunningReduce(Reducer::Plugin(p)) =
+                    cop
+                    && !chain.is_empty()
+                {
+                    let combined = self.chain_then(chain, Some(p), inputs[0], calls)?;
+                    return Ok(Block::Buckets(reduce::split_by_key(
+                        &combined,
+                        job.partitions,
+                    )));
+                }
+                let x = self.chain(chain, inputs[0], calls)?;
                 let combined = match cop {
                     Op::ReduceByKey(r) | Op::RunningReduce(r) => combine(r, &x, calls)?,
                     Op::CountByKey => COUNT.combine(&x)?,
@@ -225,7 +237,19 @@ impl<'a> Executor<'a> {
     /// Runs narrow streams in order, grouping consecutive operators of one
     /// plugin into one call.
     fn chain(&self, chain: &[NodeId], input: &Batch, calls: &dyn Calls) -> Result<Batch, Error> {
-        let ops: Vec<&PluginOp> = chain
+        self.chain_then(chain, None, input, calls)
+    }
+
+    /// [`chain`](Self::chain), then `then` (a reduce) fused into the last
+    /// call when it belongs to the same plugin.
+    fn chain_then(
+        &self,
+        chain: &[NodeId],
+        then: Option<&PluginOp>,
+        input: &Batch,
+        calls: &dyn Calls,
+    ) -> Result<Batch, Error> {
+        let mut ops: Vec<&PluginOp> = chain
             .iter()
             .map(|id| {
                 self.job
@@ -235,6 +259,7 @@ impl<'a> Executor<'a> {
                     .expect("narrow chains hold plugin operators")
             })
             .collect();
+        ops.extend(then);
         let mut cur: Option<Batch> = None;
         for group in ops.chunk_by(|a, b| a.plugin == b.plugin) {
             let out = calls

@@ -164,10 +164,18 @@ pub fn run(
             sink.write(&out)?;
         }
         engine.finish_batch(n);
-        let checkpointed = n % job.checkpoint_every == 0;
+        let checkpointed = job.checkpoint_due(n);
         if checkpointed {
             checkpoint::write(&opts.checkpoint_dir, job, engine.store(), n)?;
             last_checkpoint = Some(n);
+        }
+        if began.elapsed() > job.interval {
+            tracing::warn!(
+                batch = n,
+                processing_ms = began.elapsed().as_secs_f64() * 1e3,
+                interval_ms = job.interval.as_secs_f64() * 1e3,
+                "batch took longer than the interval: the next ones start late"
+            );
         }
         let report = BatchReport {
             batch: n,

@@ -414,6 +414,14 @@ impl Job {
         batch.is_multiple_of(self.node(id).slide)
     }
 
+    /// The checkpoint policy: true when state is to be checkpointed after
+    /// `batch` (every [`checkpoint_every`](Self::checkpoint_every) batches).
+    /// Once a checkpoint of `batch` is complete, nothing before it is needed
+    /// to recompute later batches: the lineage is cut there.
+    pub fn checkpoint_due(&self, batch: u64) -> bool {
+        batch.is_multiple_of(self.checkpoint_every)
+    }
+
     /// The plugins the job's operators use, by name.
     pub fn plugin_names(&self) -> impl Iterator<Item = &str> {
         self.plugins.iter().map(|(n, _)| n.as_str())
