@@ -68,23 +68,34 @@ impl Block {
     }
 }
 
+/// The generators' pools of lines, built once per job.
+#[derive(Debug, Clone, Default)]
+pub struct Pools(BTreeMap<NodeId, Pool>);
+
+impl Pools {
+    /// Builds the pool of every generator source of `job`.
+    pub fn new(job: &Job) -> Self {
+        Self(
+            job.node_ids()
+                .filter_map(|id| match &job.node(id).kind {
+                    NodeKind::Source(job::Source::Generator(g)) => Some((id, Pool::new(g))),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Runs tasks of one job.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Executor<'a> {
     job: &'a Job,
-    pools: BTreeMap<NodeId, Pool>,
+    pools: &'a Pools,
 }
 
 impl<'a> Executor<'a> {
-    /// An executor for `job` (builds the generators' pools).
-    pub fn new(job: &'a Job) -> Self {
-        let pools = job
-            .node_ids()
-            .filter_map(|id| match &job.node(id).kind {
-                NodeKind::Source(job::Source::Generator(g)) => Some((id, Pool::new(g))),
-                _ => None,
-            })
-            .collect();
+    /// An executor for `job`, with its generators' `pools`.
+    pub fn new(job: &'a Job, pools: &'a Pools) -> Self {
         Self { job, pools }
     }
 
@@ -112,7 +123,7 @@ impl<'a> Executor<'a> {
         let part = |b: Batch| Ok(Block::Part(b));
         match &task.work {
             Work::Generate => {
-                let pool = self.pools.get(&id).expect("a generator");
+                let pool = self.pools.0.get(&id).expect("a generator");
                 part(pool.partition(
                     task.output.dataset.batch,
                     task.output.part,
@@ -123,9 +134,7 @@ impl<'a> Executor<'a> {
             Work::Narrow { chain } => part(self.chain(chain, inputs[0], calls)?),
             Work::Concat => part(reduce::concat(inputs.iter().copied())),
             Work::ShuffleMap {
-                chain,
-                consumer,
-                side,
+                chain, consumer, ..
             } => {
                 let cop = job.node(*consumer).op().expect("a stream");
                 // A plugin reducer runs in the same call as the chain before
@@ -161,7 +170,6 @@ impl<'a> Executor<'a> {
                     Op::UpdateStateByKey(_) | Op::Join => x,
                     _ => unreachable!("keyed consumers"),
                 };
-                let _ = side;
                 Ok(Block::Buckets(reduce::split_by_key(
                     &combined,
                     job.partitions,

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dstream_core::Batch;
-use dstream_core::exec::{Block, CallError, Calls, Executor};
+use dstream_core::exec::{Block, CallError, Calls, Executor, Pools};
 use dstream_core::job::{Job, NodeId, NodeKind, PluginOp};
-use dstream_core::plan::{Aux, BlockId, DatasetId, Planner};
+use dstream_core::plan::{Aux, BlockId, DatasetId, Planner, Work};
 use dstream_wasm::{Plugin, Stage};
 use rayon::prelude::*;
 
@@ -88,6 +88,8 @@ pub struct BatchStats {
     pub wasm_calls: usize,
     /// Wall time to run the tasks.
     pub processing: Duration,
+    /// Wall time of each stage, with the kind of its first task.
+    pub stage_times: Vec<(&'static str, Duration)>,
 }
 
 /// The embedded engine for one job.
@@ -97,6 +99,7 @@ pub struct Engine {
     plugins: Arc<BTreeMap<String, Plugin>>,
     pool: rayon::ThreadPool,
     store: BlockStore,
+    pools: Pools,
 }
 
 impl Engine {
@@ -109,6 +112,7 @@ impl Engine {
             .build()
             .map_err(|e| Error::io("starting the task threads", std::io::Error::other(e)))?;
         Ok(Self {
+            pools: Pools::new(&job),
             job: Arc::new(job),
             plugins: Arc::new(plugins),
             pool,
@@ -167,10 +171,12 @@ impl Engine {
             plugins: &self.plugins,
             calls: &calls,
         };
-        let exec = Executor::new(job);
+        let exec = Executor::new(job, &self.pools);
         let mut tasks = 0;
+        let mut stage_times = Vec::with_capacity(plan.stages.len());
         for stage in &plan.stages {
             tasks += stage.len();
+            let stage_started = Instant::now();
             let results: Vec<Result<(BlockId, Block), dstream_core::Error>> =
                 self.pool.install(|| {
                     stage
@@ -201,6 +207,7 @@ impl Engine {
                 let (id, b) = r.map_err(fail)?;
                 self.store.insert(id, Arc::new(b));
             }
+            stage_times.push((work_name(&stage[0].work), stage_started.elapsed()));
         }
         let records_in = job
             .node_ids()
@@ -224,6 +231,7 @@ impl Engine {
             stages: plan.stages.len(),
             wasm_calls: calls.load(Ordering::Relaxed),
             processing: started.elapsed(),
+            stage_times,
         })
     }
 
@@ -243,6 +251,19 @@ impl Engine {
     pub fn finish_batch(&self, batch: u64) {
         let keep = Planner::new(&self.job).needed_after(batch);
         self.store.retain(batch, &keep);
+    }
+}
+
+fn work_name(w: &Work) -> &'static str {
+    match w {
+        Work::Generate => "generate",
+        Work::Narrow { .. } => "narrow",
+        Work::Concat => "concat",
+        Work::ShuffleMap { .. } => "shuffle-map",
+        Work::Keyed { .. } => "keyed",
+        Work::Slice => "slice",
+        Work::WindowValue { .. } => "window",
+        Work::Strip => "strip",
     }
 }
 
