@@ -52,4 +52,11 @@ pub fn top(_group: &str, values: Vec<Scored<'_>>, state: Option<Top>, p: &TopK) 
     Some(Postcard(all))
 }
 
-dstream::plugin!(parse, top);
+/// Shows a group's leaders as text: `item:score item:score ...`.
+#[dstream::map]
+pub fn show<'a>(group: &'a str, top: Top) -> (&'a str, String) {
+    let items: Vec<String> = top.0.iter().map(|(i, s)| format!("{i}:{s}")).collect();
+    (group, items.join(" "))
+}
+
+dstream::plugin!(parse, top, show);

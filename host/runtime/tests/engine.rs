@@ -100,6 +100,9 @@ map = "topk/parse"
 from = "parsed"
 update_state_by_key = "topk/top"
 params = { k = 2 }
+[streams.shown]
+from = "leaders"
+map = "topk/show"
 "#;
 
 const BATCHES: u64 = 14;
@@ -422,6 +425,19 @@ fn every_operator_matches_a_plain_loop_over_many_intervals() {
             })
             .collect();
         assert_eq!(got, want, "leaders@{n}");
+        let shown: BTreeMap<String, String> = parts(&engine, "shown", n)
+            .unwrap()
+            .iter()
+            .flat_map(|p| p.iter().map(|(k, v)| (text(k), text(v))).collect::<Vec<_>>())
+            .collect();
+        let want: BTreeMap<String, String> = want
+            .iter()
+            .map(|(g, top)| {
+                let items: Vec<String> = top.iter().map(|(i, s)| format!("{i}:{s}")).collect();
+                (g.clone(), items.join(" "))
+            })
+            .collect();
+        assert_eq!(shown, want, "shown@{n}");
 
         engine.finish_batch(n);
     }
