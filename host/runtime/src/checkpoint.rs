@@ -181,6 +181,17 @@ fn list(dir: &Path) -> Result<Vec<u64>, Error> {
     Ok(out)
 }
 
+/// Removes every checkpoint in `dir` (a fresh start: an old checkpoint with
+/// a higher batch number would otherwise win at the next resume).
+pub fn clear(dir: &Path) -> Result<usize, Error> {
+    let all = list(dir)?;
+    for b in &all {
+        let p = dir.join(dir_name(*b));
+        fs::remove_dir_all(&p).map_err(io(&p, "removing"))?;
+    }
+    Ok(all.len())
+}
+
 /// The batch of the newest complete checkpoint in `dir`, if any.
 pub fn latest(dir: &Path) -> Result<Option<u64>, Error> {
     Ok(list(dir)?.into_iter().max())

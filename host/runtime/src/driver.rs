@@ -85,6 +85,10 @@ pub fn run(
 ) -> Result<RunSummary, Error> {
     let job = engine.job();
     let resumed_from = if opts.fresh {
+        let n = checkpoint::clear(&opts.checkpoint_dir)?;
+        if n > 0 {
+            tracing::info!(removed = n, dir = %opts.checkpoint_dir.display(), "fresh start: old checkpoints removed");
+        }
         None
     } else {
         checkpoint::restore(&opts.checkpoint_dir, job, engine.store())?

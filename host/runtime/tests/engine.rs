@@ -428,7 +428,11 @@ fn every_operator_matches_a_plain_loop_over_many_intervals() {
         let shown: BTreeMap<String, String> = parts(&engine, "shown", n)
             .unwrap()
             .iter()
-            .flat_map(|p| p.iter().map(|(k, v)| (text(k), text(v))).collect::<Vec<_>>())
+            .flat_map(|p| {
+                p.iter()
+                    .map(|(k, v)| (text(k), text(v)))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let want: BTreeMap<String, String> = want
             .iter()
@@ -465,16 +469,22 @@ fn a_restored_checkpoint_continues_with_identical_bytes() {
         run(&first, n);
         reference.insert(n, snapshot(&first, n));
         first.finish_batch(n);
-        if n % first.job().checkpoint_every == 0 && n <= 7 {
+        if n % first.job().checkpoint_every == 0 && n <= 10 {
             checkpoint::write(dir.path(), first.job(), first.store(), n).unwrap();
         }
     }
-    assert_eq!(checkpoint::latest(dir.path()).unwrap(), Some(6));
+    assert_eq!(checkpoint::latest(dir.path()).unwrap(), Some(9));
+    // Only the two newest are kept (6 and 9, not 3).
+    let kept: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
 
     let second = engine();
     let from = checkpoint::restore(dir.path(), second.job(), second.store()).unwrap();
-    assert_eq!(from, Some(6));
-    for n in 7..=BATCHES {
+    assert_eq!(from, Some(9));
+    for n in 10..=BATCHES {
         run(&second, n);
         assert_eq!(
             snapshot(&second, n),
