@@ -16,14 +16,19 @@
 //! - [`exec`]: what each task computes, with plugin calls behind a trait.
 //! - [`reduce`]: built-in reducers, hash partitioning, joins.
 //! - [`generate`]: the seeded generator source.
+//! - [`coordinator`]: the cluster coordinator's decisions (placement,
+//!   batches, lost workers) as a state machine driven from outside.
+//! - [`wire`]: messages between coordinator and workers, and their framing.
 
 pub mod batch;
+pub mod coordinator;
 pub mod exec;
 pub mod generate;
 pub mod job;
 pub mod plan;
 pub mod plugin;
 pub mod reduce;
+pub mod wire;
 
 pub use batch::Batch;
 pub use plugin::{Encoding, OperatorInfo, OperatorKind, ParamInfo, PluginInfo};

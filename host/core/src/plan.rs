@@ -43,7 +43,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::job::{Job, NodeId, NodeKind, Op, Window};
 
 /// What a dataset holds, besides a stream's records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Aux {
     /// The stream's records.
     Main,
@@ -58,7 +60,9 @@ pub enum Aux {
 }
 
 /// One dataset: a node at a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct DatasetId {
     /// The source or stream.
     pub node: NodeId,
@@ -69,7 +73,9 @@ pub struct DatasetId {
 }
 
 /// One partition of a dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct BlockId {
     /// The dataset.
     pub dataset: DatasetId,
@@ -91,7 +97,9 @@ impl std::fmt::Display for BlockId {
 }
 
 /// A task's input: a block, or one bucket of a shuffle block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Input {
     /// The block.
     pub block: BlockId,
@@ -100,7 +108,7 @@ pub struct Input {
 }
 
 /// What a task does (the runtime's executor, `exec`, gives the meaning).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Work {
     /// A generator source's partition, from the batch number alone.
     Generate,
@@ -149,7 +157,7 @@ pub enum Work {
 }
 
 /// One task: compute `output` from `inputs`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// The block it computes.
     pub output: BlockId,
@@ -162,7 +170,7 @@ pub struct Task {
 /// The tasks of one batch, in stages: every task of a stage reads only
 /// blocks of earlier stages or earlier batches, so a stage's tasks run in
 /// parallel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchPlan {
     /// Batch number.
     pub batch: u64,

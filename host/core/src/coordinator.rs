@@ -1,0 +1,459 @@
+//! The coordinator's decisions as a sans-IO state machine: which batch runs
+//! when, which task goes to which worker, when a worker is lost.
+//!
+//! It owns no clock and no socket. The driver feeds it events with
+//! `handle_*` (registrations, heartbeats, finished tasks, the time passing)
+//! and takes out [`Command`]s with [`poll_command`](Coordinator::poll_command)
+//! and the next moment it wants to be woken with
+//! [`poll_timeout`](Coordinator::poll_timeout). Tests drive it with a
+//! virtual clock and simulated workers (see `tests/simulation.rs`).
+//!
+//! Placement follows the data: a task that updates state runs where the
+//! previous state partition is; any other task runs where most of its input
+//! bytes are, if that worker has a free slot (or after a short locality wait,
+//! anywhere); tasks without input (generators) go to the least loaded worker.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::job::Job;
+use crate::plan::{BlockId, Planner, Task, Work};
+use crate::wire::WorkerId;
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A worker silent this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// How long a task waits for a slot on the worker holding its data
+    /// before it runs anywhere.
+    pub locality_wait: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout: Duration::from_secs(3),
+            locality_wait: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What the coordinator wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Send a task to a worker; `sources` says where its inputs are.
+    RunTask {
+        /// The worker.
+        worker: WorkerId,
+        /// The task.
+        task: Task,
+        /// For each input block, the workers that hold it.
+        sources: Vec<(BlockId, Vec<WorkerId>)>,
+    },
+    /// Every task of a batch finished.
+    BatchDone {
+        /// Batch number.
+        batch: u64,
+        /// From its start to its last task's end.
+        processing: Duration,
+        /// How late it started after its interval ended.
+        delay: Duration,
+    },
+    /// Blocks no later batch needs: the worker may drop them.
+    Drop {
+        /// The worker.
+        worker: WorkerId,
+        /// The blocks.
+        blocks: Vec<BlockId>,
+    },
+    /// A worker missed its heartbeats and is out of scheduling.
+    WorkerLost {
+        /// The worker.
+        worker: WorkerId,
+    },
+}
+
+#[derive(Debug)]
+struct Worker {
+    slots: u32,
+    running: u32,
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+struct Pending {
+    task: Task,
+    /// When it became runnable (for the locality wait).
+    ready_since: Option<Instant>,
+    /// When its locality wait ends, while it waits for a busy worker that
+    /// holds its data.
+    wake: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Batch {
+    number: u64,
+    started: Instant,
+    delay: Duration,
+    pending: Vec<Pending>,
+    running: HashMap<BlockId, (WorkerId, Task)>,
+    outputs: BTreeSet<BlockId>,
+    /// Every task of the batch by output: its lineage, to recompute a block
+    /// lost with a worker.
+    tasks: HashMap<BlockId, Task>,
+}
+
+/// Counters, for tests and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Tasks sent to workers.
+    pub tasks_scheduled: u64,
+    /// Of them, tasks placed on a worker holding their largest input.
+    pub tasks_local: u64,
+    /// Batches finished.
+    pub batches_done: u64,
+}
+
+/// The coordinator of one job.
+#[derive(Debug)]
+pub struct Coordinator {
+    config: Config,
+    job: Job,
+    workers: BTreeMap<WorkerId, Worker>,
+    next_worker: WorkerId,
+    /// Where each stored block is, and its size.
+    blocks: HashMap<BlockId, (Vec<WorkerId>, u64)>,
+    start: Instant,
+    next_batch: u64,
+    current: Option<Batch>,
+    commands: VecDeque<Command>,
+    stats: Stats,
+}
+
+impl Coordinator {
+    /// A coordinator for `job`, whose batch 1 ends one interval after `now`.
+    pub fn new(job: Job, config: Config, now: Instant) -> Self {
+        Self {
+            config,
+            job,
+            workers: BTreeMap::new(),
+            next_worker: 1,
+            blocks: HashMap::new(),
+            start: now,
+            next_batch: 1,
+            current: None,
+            commands: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Workers in scheduling.
+    pub fn workers(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.workers.keys().copied()
+    }
+
+    /// A worker registered with `slots` task slots; returns its id.
+    pub fn handle_register(&mut self, slots: u32, now: Instant) -> WorkerId {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                slots: slots.max(1),
+                running: 0,
+                last_seen: now,
+            },
+        );
+        self.schedule(now);
+        id
+    }
+
+    /// A worker is alive.
+    pub fn handle_heartbeat(&mut self, worker: WorkerId, now: Instant) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.last_seen = now;
+        }
+    }
+
+    /// A task finished on `worker`: its output `block` (of `bytes` bytes) is
+    /// there.
+    pub fn handle_task_done(&mut self, worker: WorkerId, block: BlockId, bytes: u64, now: Instant) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.running = w.running.saturating_sub(1);
+            w.last_seen = now;
+        }
+        let Some(b) = self.current.as_mut() else {
+            return;
+        };
+        if b.running.get(&block).map(|(w, _)| *w) != Some(worker) {
+            return; // a late or duplicate answer: the first result won
+        }
+        b.running.remove(&block);
+        b.outputs.insert(block);
+        let entry = self.blocks.entry(block).or_insert((Vec::new(), bytes));
+        if !entry.0.contains(&worker) {
+            entry.0.push(worker);
+        }
+        entry.1 = bytes;
+        self.schedule(now);
+    }
+
+    /// A receiver on `worker` stored an input block (of `bytes` bytes): the
+    /// tasks reading it will run there.
+    pub fn handle_input(&mut self, worker: WorkerId, block: BlockId, bytes: u64, now: Instant) {
+        let entry = self.blocks.entry(block).or_insert((Vec::new(), bytes));
+        if !entry.0.contains(&worker) {
+            entry.0.push(worker);
+        }
+        self.schedule(now);
+    }
+
+    /// Time passed: starts the batch that is due, finds lost workers,
+    /// places tasks whose locality wait is over.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let lost: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                now.saturating_duration_since(w.last_seen) >= self.config.heartbeat_timeout
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.lose(id);
+        }
+        self.schedule(now);
+    }
+
+    /// The next command to carry out.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let due = match &self.current {
+            None => Some(self.due(self.next_batch)),
+            Some(b) => b.pending.iter().filter_map(|p| p.wake).min(),
+        };
+        let heartbeat = self
+            .workers
+            .values()
+            .map(|w| w.last_seen + self.config.heartbeat_timeout)
+            .min();
+        match (due, heartbeat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn due(&self, batch: u64) -> Instant {
+        self.start + self.job.interval * batch as u32
+    }
+
+    fn lose(&mut self, id: WorkerId) {
+        self.workers.remove(&id);
+        self.commands.push_back(Command::WorkerLost { worker: id });
+        for (holders, _) in self.blocks.values_mut() {
+            holders.retain(|w| *w != id);
+        }
+        // Its running tasks go back to pending. (Recomputing the blocks it
+        // held from lineage is the recovery's work.)
+        if let Some(b) = self.current.as_mut() {
+            let lost: Vec<BlockId> = b
+                .running
+                .iter()
+                .filter(|(_, (w, _))| *w == id)
+                .map(|(blk, _)| *blk)
+                .collect();
+            for blk in lost {
+                let (_, task) = b.running.remove(&blk).expect("listed");
+                b.pending.push(Pending {
+                    task,
+                    ready_since: None,
+                    wake: None,
+                });
+            }
+            // Blocks of this batch that only it held are computed again from
+            // their lineage (their task, whose inputs are recomputed the same
+            // way when they were lost too).
+            let gone: Vec<BlockId> = b
+                .outputs
+                .iter()
+                .filter(|o| self.blocks.get(o).is_none_or(|(h, _)| h.is_empty()))
+                .copied()
+                .collect();
+            for o in gone {
+                b.outputs.remove(&o);
+                self.blocks.remove(&o);
+                b.pending.push(Pending {
+                    task: b.tasks[&o].clone(),
+                    ready_since: None,
+                    wake: None,
+                });
+            }
+        }
+    }
+
+    /// Starts the due batch and places every task that can run.
+    fn schedule(&mut self, now: Instant) {
+        if self.current.is_none() && now >= self.due(self.next_batch) && !self.workers.is_empty() {
+            let number = self.next_batch;
+            self.next_batch += 1;
+            let plan = Planner::new(&self.job).plan(number);
+            let tasks = plan.tasks().map(|t| (t.output, t.clone())).collect();
+            self.current = Some(Batch {
+                number,
+                started: now,
+                delay: now - self.due(number),
+                pending: plan
+                    .stages
+                    .into_iter()
+                    .flatten()
+                    .map(|task| Pending {
+                        task,
+                        ready_since: None,
+                        wake: None,
+                    })
+                    .collect(),
+                running: HashMap::new(),
+                outputs: BTreeSet::new(),
+                tasks,
+            });
+        }
+        let Some(mut b) = self.current.take() else {
+            return;
+        };
+        let mut still = Vec::with_capacity(b.pending.len());
+        for mut p in std::mem::take(&mut b.pending) {
+            let ready = p.task.inputs.iter().all(|i| {
+                self.blocks
+                    .get(&i.block)
+                    .is_some_and(|(holders, _)| !holders.is_empty())
+            });
+            if !ready {
+                still.push(p);
+                continue;
+            }
+            let since = *p.ready_since.get_or_insert(now);
+            p.wake = None;
+            match self.place(&p.task, now.saturating_duration_since(since)) {
+                Some((worker, local)) => {
+                    let w = self
+                        .workers
+                        .get_mut(&worker)
+                        .expect("placed on a live worker");
+                    w.running += 1;
+                    self.stats.tasks_scheduled += 1;
+                    self.stats.tasks_local += u64::from(local);
+                    let sources = p
+                        .task
+                        .inputs
+                        .iter()
+                        .map(|i| (i.block, self.blocks[&i.block].0.clone()))
+                        .collect();
+                    b.running.insert(p.task.output, (worker, p.task.clone()));
+                    self.commands.push_back(Command::RunTask {
+                        worker,
+                        task: p.task,
+                        sources,
+                    });
+                }
+                None => {
+                    // Waiting for a slot: on its data's worker until the
+                    // locality wait ends (a timeout), then on any worker (the
+                    // next finished task frees one).
+                    let wake = since + self.config.locality_wait;
+                    if wake > now {
+                        p.wake = Some(wake);
+                    }
+                    still.push(p);
+                }
+            }
+        }
+        b.pending = still;
+        if b.pending.is_empty() && b.running.is_empty() {
+            self.finish(b, now);
+        } else {
+            self.current = Some(b);
+        }
+    }
+
+    /// The worker for `task`: where its data is, if it has a slot (or the
+    /// locality wait is over); `true` when that is local.
+    fn place(&self, task: &Task, waited: Duration) -> Option<(WorkerId, bool)> {
+        let free = |id: &WorkerId| self.workers.get(id).is_some_and(|w| w.running < w.slots);
+        // State stays where it is.
+        let state = match task.work {
+            Work::Keyed {
+                has_state: true, ..
+            }
+            | Work::WindowValue {
+                has_state: true, ..
+            } => task.inputs.last().map(|i| i.block),
+            _ => None,
+        };
+        let mut bytes: BTreeMap<WorkerId, u64> = BTreeMap::new();
+        for i in &task.inputs {
+            if let Some((holders, size)) = self.blocks.get(&i.block) {
+                for h in holders {
+                    *bytes.entry(*h).or_default() += size;
+                }
+            }
+        }
+        let preferred: Vec<WorkerId> = match state.and_then(|s| self.blocks.get(&s)) {
+            Some((holders, _)) => holders.clone(),
+            None => {
+                let max = bytes.values().copied().max().unwrap_or(0);
+                bytes
+                    .iter()
+                    .filter(|(_, b)| **b == max && max > 0)
+                    .map(|(w, _)| *w)
+                    .collect()
+            }
+        };
+        if let Some(w) = preferred.iter().find(|w| free(w)) {
+            return Some((*w, true));
+        }
+        if !preferred.is_empty() && waited < self.config.locality_wait {
+            return None;
+        }
+        // Anywhere: the least loaded worker with a free slot.
+        self.workers
+            .iter()
+            .filter(|(id, _)| free(id))
+            .min_by_key(|(id, w)| (w.running * 1000 / w.slots, **id))
+            .map(|(id, _)| (*id, preferred.is_empty()))
+    }
+
+    fn finish(&mut self, b: Batch, now: Instant) {
+        self.stats.batches_done += 1;
+        self.commands.push_back(Command::BatchDone {
+            batch: b.number,
+            processing: now - b.started,
+            delay: b.delay,
+        });
+        // Retention: drop what no later batch reads.
+        let keep = Planner::new(&self.job).needed_after(b.number);
+        let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
+        self.blocks.retain(|id, (holders, _)| {
+            let kept = id.dataset.batch > b.number || keep.contains(&id.dataset);
+            if !kept {
+                for h in holders.iter() {
+                    drops.entry(*h).or_default().push(*id);
+                }
+            }
+            kept
+        });
+        for (worker, blocks) in drops {
+            self.commands.push_back(Command::Drop { worker, blocks });
+        }
+        self.schedule(now);
+    }
+}

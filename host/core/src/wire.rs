@@ -1,0 +1,280 @@
+//! Messages between coordinator and workers, and their framing.
+//!
+//! A frame is `[length: u32 LE][version: u16 LE][postcard payload]`, the
+//! length counting the version and the payload. A peer speaking another
+//! protocol version is refused with [`WireError::Version`]; a frame longer
+//! than [`MAX_FRAME`], or one cut short, is an error for that connection
+//! only. The framing is sans-IO: [`FrameReader`] takes bytes as they come
+//! and gives whole messages; the transport (QUIC streams in the runtime)
+//! only moves bytes.
+//!
+//! ```
+//! use dstream_core::wire::{FrameReader, Message, encode};
+//!
+//! let bytes = encode(&Message::Heartbeat { worker: 7 }).unwrap();
+//! let mut r = FrameReader::new();
+//! r.push(&bytes[..3]);
+//! assert_eq!(r.next::<Message>().unwrap(), None); // not whole yet
+//! r.push(&bytes[3..]);
+//! assert_eq!(r.next::<Message>().unwrap(), Some(Message::Heartbeat { worker: 7 }));
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{BlockId, Task};
+
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+
+/// The largest frame accepted (a partition crosses in one frame).
+pub const MAX_FRAME: u32 = 1 << 30;
+
+/// A worker's id, given by the coordinator.
+pub type WorkerId = u32;
+
+/// Errors of framing and decoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The peer speaks another protocol version.
+    #[error("the peer speaks protocol version {got}, this build speaks {VERSION}")]
+    Version {
+        /// The peer's version.
+        got: u16,
+    },
+    /// A frame over the size limit.
+    #[error("a frame of {0} bytes is over the limit of {MAX_FRAME}")]
+    TooLarge(u64),
+    /// The stream ended inside a frame.
+    #[error("the stream ended inside a frame ({0} bytes of it)")]
+    Truncated(usize),
+    /// A frame whose payload is not a message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Everything coordinator and workers say to each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Worker to coordinator, first on its control stream.
+    Register {
+        /// A name for logs (host name, say).
+        name: String,
+        /// Tasks it runs at once.
+        slots: u32,
+        /// Where peers fetch blocks from it.
+        data_addr: String,
+    },
+    /// The coordinator's answer.
+    Registered {
+        /// The worker's id from now on.
+        worker: WorkerId,
+    },
+    /// Worker to coordinator, every heartbeat interval.
+    Heartbeat {
+        /// Who.
+        worker: WorkerId,
+    },
+    /// Coordinator to worker: run a task; `sources` says where each input
+    /// block lives.
+    RunTask {
+        /// Job id.
+        job: u32,
+        /// The task.
+        task: Task,
+        /// For each input block, the workers holding it.
+        sources: Vec<(BlockId, Vec<WorkerId>)>,
+    },
+    /// Worker to coordinator: a task's output is in its block store.
+    TaskDone {
+        /// Job id.
+        job: u32,
+        /// The block computed.
+        block: BlockId,
+        /// Records in it.
+        records: u64,
+        /// Bytes in it.
+        bytes: u64,
+    },
+    /// Worker to coordinator: a task failed.
+    TaskFailed {
+        /// Job id.
+        job: u32,
+        /// The block it was computing.
+        block: BlockId,
+        /// Why.
+        message: String,
+    },
+    /// Worker to worker: send me a block (or one bucket of it).
+    Fetch {
+        /// Job id.
+        job: u32,
+        /// The block.
+        block: BlockId,
+        /// The bucket, for a shuffle block.
+        bucket: Option<u32>,
+    },
+    /// The answer to [`Message::Fetch`]: a partition's raw parts.
+    Block {
+        /// The data buffer.
+        data: Vec<u8>,
+        /// The offsets.
+        bounds: Vec<u32>,
+    },
+    /// Any peer: something was wrong with what you sent.
+    Error {
+        /// What.
+        message: String,
+    },
+}
+
+/// Frames a message.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
+    let payload = postcard::to_allocvec(msg).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let len = payload.len() as u64 + 2;
+    if len > u64::from(MAX_FRAME) {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut out = Vec::with_capacity(4 + len as usize);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Reassembles frames from bytes as they arrive.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    /// An empty reader.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds bytes received.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole message, if one has arrived.
+    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
+        let Some(len) = self.buf.first_chunk::<4>().map(|b| u32::from_le_bytes(*b)) else {
+            return Ok(None);
+        };
+        if len > MAX_FRAME {
+            return Err(WireError::TooLarge(u64::from(len)));
+        }
+        if len < 2 {
+            return Err(WireError::Malformed(format!("a frame of {len} bytes")));
+        }
+        let end = 4 + len as usize;
+        if self.buf.len() < end {
+            return Ok(None);
+        }
+        let version = u16::from_le_bytes([self.buf[4], self.buf[5]]);
+        if version != VERSION {
+            return Err(WireError::Version { got: version });
+        }
+        let msg = postcard::from_bytes(&self.buf[6..end])
+            .map_err(|e| WireError::Malformed(e.to_string()));
+        self.buf.drain(..end);
+        msg.map(Some)
+    }
+
+    /// Call at the end of the stream: an error if a frame was cut short.
+    pub fn finish(&self) -> Result<(), WireError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Truncated(self.buf.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Aux, DatasetId, Input, Work};
+
+    fn task() -> Task {
+        let b = |batch| BlockId {
+            dataset: DatasetId {
+                node: crate::job::NodeId(3),
+                batch,
+                aux: Aux::Main,
+            },
+            part: 1,
+        };
+        Task {
+            output: b(5),
+            work: Work::Keyed {
+                buckets: (2, 2),
+                has_state: true,
+            },
+            inputs: vec![Input {
+                block: b(4),
+                bucket: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_byte_by_byte() {
+        let msgs = vec![
+            Message::Register {
+                name: "w1".into(),
+                slots: 2,
+                data_addr: "127.0.0.1:1".into(),
+            },
+            Message::RunTask {
+                job: 1,
+                task: task(),
+                sources: vec![(task().inputs[0].block, vec![1, 2])],
+            },
+            Message::Block {
+                data: b"abc".to_vec(),
+                bounds: vec![0, 1, 3],
+            },
+        ];
+        let mut bytes = Vec::new();
+        for m in &msgs {
+            bytes.extend(encode(m).unwrap());
+        }
+        let mut r = FrameReader::new();
+        let mut got = Vec::new();
+        for b in bytes.chunks(1) {
+            r.push(b);
+            while let Some(m) = r.next::<Message>().unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got, msgs);
+        r.finish().unwrap();
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        let mut frame = encode(&Message::Heartbeat { worker: 1 }).unwrap();
+        // Another version.
+        frame[4] = 9;
+        let mut r = FrameReader::new();
+        r.push(&frame);
+        assert_eq!(r.next::<Message>(), Err(WireError::Version { got: 9 }));
+        // Too large.
+        let mut r = FrameReader::new();
+        r.push(&u32::MAX.to_le_bytes());
+        assert!(matches!(r.next::<Message>(), Err(WireError::TooLarge(_))));
+        // Garbage payload.
+        let mut r = FrameReader::new();
+        r.push(&[3, 0, 0, 0, 1, 0, 0xff]);
+        assert!(matches!(r.next::<Message>(), Err(WireError::Malformed(_))));
+        // Cut short.
+        let good = encode(&Message::Heartbeat { worker: 1 }).unwrap();
+        let mut r = FrameReader::new();
+        r.push(&good[..good.len() - 1]);
+        assert_eq!(r.next::<Message>(), Ok(None));
+        assert!(matches!(r.finish(), Err(WireError::Truncated(_))));
+    }
+}
