@@ -14,9 +14,9 @@
 //! let bytes = encode(&Message::Heartbeat { worker: 7 }).unwrap();
 //! let mut r = FrameReader::new();
 //! r.push(&bytes[..3]);
-//! assert_eq!(r.next::<Message>().unwrap(), None); // not whole yet
+//! assert_eq!(r.next_message::<Message>().unwrap(), None); // not whole yet
 //! r.push(&bytes[3..]);
-//! assert_eq!(r.next::<Message>().unwrap(), Some(Message::Heartbeat { worker: 7 }));
+//! assert_eq!(r.next_message::<Message>().unwrap(), Some(Message::Heartbeat { worker: 7 }));
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,7 @@ impl FrameReader {
     }
 
     /// The next whole message, if one has arrived.
-    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
+    pub fn next_message<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
         let Some(len) = self.buf.first_chunk::<4>().map(|b| u32::from_le_bytes(*b)) else {
             return Ok(None);
         };
@@ -246,7 +246,7 @@ mod tests {
         let mut got = Vec::new();
         for b in bytes.chunks(1) {
             r.push(b);
-            while let Some(m) = r.next::<Message>().unwrap() {
+            while let Some(m) = r.next_message::<Message>().unwrap() {
                 got.push(m);
             }
         }
@@ -261,20 +261,20 @@ mod tests {
         frame[4] = 9;
         let mut r = FrameReader::new();
         r.push(&frame);
-        assert_eq!(r.next::<Message>(), Err(WireError::Version { got: 9 }));
+        assert_eq!(r.next_message::<Message>(), Err(WireError::Version { got: 9 }));
         // Too large.
         let mut r = FrameReader::new();
         r.push(&u32::MAX.to_le_bytes());
-        assert!(matches!(r.next::<Message>(), Err(WireError::TooLarge(_))));
+        assert!(matches!(r.next_message::<Message>(), Err(WireError::TooLarge(_))));
         // Garbage payload.
         let mut r = FrameReader::new();
         r.push(&[3, 0, 0, 0, 1, 0, 0xff]);
-        assert!(matches!(r.next::<Message>(), Err(WireError::Malformed(_))));
+        assert!(matches!(r.next_message::<Message>(), Err(WireError::Malformed(_))));
         // Cut short.
         let good = encode(&Message::Heartbeat { worker: 1 }).unwrap();
         let mut r = FrameReader::new();
         r.push(&good[..good.len() - 1]);
-        assert_eq!(r.next::<Message>(), Ok(None));
+        assert_eq!(r.next_message::<Message>(), Ok(None));
         assert!(matches!(r.finish(), Err(WireError::Truncated(_))));
     }
 }
