@@ -261,15 +261,24 @@ mod tests {
         frame[4] = 9;
         let mut r = FrameReader::new();
         r.push(&frame);
-        assert_eq!(r.next_message::<Message>(), Err(WireError::Version { got: 9 }));
+        assert_eq!(
+            r.next_message::<Message>(),
+            Err(WireError::Version { got: 9 })
+        );
         // Too large.
         let mut r = FrameReader::new();
         r.push(&u32::MAX.to_le_bytes());
-        assert!(matches!(r.next_message::<Message>(), Err(WireError::TooLarge(_))));
+        assert!(matches!(
+            r.next_message::<Message>(),
+            Err(WireError::TooLarge(_))
+        ));
         // Garbage payload.
         let mut r = FrameReader::new();
         r.push(&[3, 0, 0, 0, 1, 0, 0xff]);
-        assert!(matches!(r.next_message::<Message>(), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            r.next_message::<Message>(),
+            Err(WireError::Malformed(_))
+        ));
         // Cut short.
         let good = encode(&Message::Heartbeat { worker: 1 }).unwrap();
         let mut r = FrameReader::new();

@@ -6,7 +6,7 @@
 //! and takes out [`Command`]s with [`poll_command`](Coordinator::poll_command)
 //! and the next moment it wants to be woken with
 //! [`poll_timeout`](Coordinator::poll_timeout). Tests drive it with a
-//! virtual clock and simulated workers (see `tests/simulation.rs`).
+//! virtual clock and simulated workers ([`sim`]).
 //!
 //! Placement follows the data: a task that updates state runs where the
 //! previous state partition is; any other task runs where most of its input
@@ -15,6 +15,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+pub mod sim;
 
 use crate::job::Job;
 use crate::plan::{BlockId, Planner, Task, Work};

@@ -1,0 +1,170 @@
+//! A deterministic simulation of a cluster around the [`Coordinator`]: a
+//! virtual clock, simulated workers with seeded task times, heartbeats that
+//! can be silenced, a worker that can be made slow. No socket, no thread:
+//! the coordinator logic is tested (and its decision rate measured) with
+//! hundreds of workers in milliseconds.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use super::{Command, Config, Coordinator};
+use crate::job::Job;
+use crate::plan::{BlockId, Work};
+use crate::wire::WorkerId;
+
+/// SplitMix64, for seeded delays.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// A simulated cluster around a coordinator: workers finish tasks after
+/// seeded delays of 1-4 ms (10x on the one marked slow), send heartbeats
+/// every 500 ms unless silenced, and time is virtual.
+#[derive(Debug)]
+pub struct Sim {
+    /// The coordinator under test.
+    pub coord: Coordinator,
+    /// Virtual time.
+    pub now: Instant,
+    rng: Rng,
+    /// (finish time, worker, block) of running tasks.
+    finishing: BinaryHeap<Reverse<(Instant, WorkerId, BlockId)>>,
+    /// Workers that stopped answering (push one to silence it).
+    pub silent: Vec<WorkerId>,
+    /// The workers, in registration order.
+    pub workers: Vec<WorkerId>,
+    next_heartbeat: Instant,
+    /// Where each computed block was computed.
+    pub computed_on: HashMap<BlockId, WorkerId>,
+    /// Batches finished, in the order they finished.
+    pub done: Vec<u64>,
+    /// Workers the coordinator declared lost.
+    pub lost: Vec<WorkerId>,
+    /// State tasks and whether they ran where their state was.
+    pub state_tasks: (u64, u64),
+    /// Wall time spent inside the coordinator.
+    pub busy: Duration,
+    /// A worker whose tasks take 10x longer.
+    pub slow: Option<WorkerId>,
+}
+
+impl Sim {
+    /// A coordinator for `job` with `workers` workers of `slots` slots.
+    pub fn new(job: Job, workers: u32, slots: u32, seed: u64) -> Self {
+        let now = Instant::now();
+        let mut coord = Coordinator::new(job, Config::default(), now);
+        let ids = (0..workers)
+            .map(|_| coord.handle_register(slots, now))
+            .collect();
+        Self {
+            coord,
+            now,
+            rng: Rng(seed),
+            finishing: BinaryHeap::new(),
+            silent: Vec::new(),
+            workers: ids,
+            next_heartbeat: now + Duration::from_millis(500),
+            computed_on: HashMap::new(),
+            done: Vec::new(),
+            lost: Vec::new(),
+            state_tasks: (0, 0),
+            busy: Duration::ZERO,
+            slow: None,
+        }
+    }
+
+    fn drain(&mut self) {
+        let t = Instant::now();
+        let mut cmds = Vec::new();
+        while let Some(c) = self.coord.poll_command() {
+            cmds.push(c);
+        }
+        self.busy += t.elapsed();
+        for c in cmds {
+            match c {
+                Command::RunTask {
+                    worker,
+                    task,
+                    sources,
+                } => {
+                    assert!(
+                        !self.lost.contains(&worker),
+                        "task sent to lost worker {worker}"
+                    );
+                    for (b, holders) in &sources {
+                        assert!(!holders.is_empty(), "{b} has no holder");
+                    }
+                    if let Work::Keyed {
+                        has_state: true, ..
+                    } = task.work
+                    {
+                        let state = task.inputs.last().unwrap().block;
+                        self.state_tasks.0 += 1;
+                        if self.computed_on.get(&state) == Some(&worker) {
+                            self.state_tasks.1 += 1;
+                        }
+                    }
+                    let mut ms = 1 + self.rng.next() % 4;
+                    if Some(worker) == self.slow {
+                        ms *= 10;
+                    }
+                    self.finishing.push(Reverse((
+                        self.now + Duration::from_millis(ms),
+                        worker,
+                        task.output,
+                    )));
+                }
+                Command::BatchDone { batch, .. } => self.done.push(batch),
+                Command::WorkerLost { worker } => self.lost.push(worker),
+                Command::Drop { .. } => {}
+            }
+        }
+    }
+
+    /// Runs until virtual time `until`.
+    pub fn run_until(&mut self, until: Instant) {
+        loop {
+            self.drain();
+            let next_finish = self.finishing.peek().map(|r| r.0.0);
+            let timeout = self.coord.poll_timeout();
+            let next = [next_finish, timeout, Some(self.next_heartbeat)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap();
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = self.now.max(next);
+            let t = Instant::now();
+            if next_finish == Some(next) {
+                let Reverse((_, worker, block)) = self.finishing.pop().unwrap();
+                if !self.silent.contains(&worker) {
+                    self.computed_on.insert(block, worker);
+                    self.coord.handle_task_done(worker, block, 1000, self.now);
+                }
+            } else if next == self.next_heartbeat {
+                for w in &self.workers {
+                    if !self.silent.contains(w) {
+                        self.coord.handle_heartbeat(*w, self.now);
+                    }
+                }
+                self.next_heartbeat += Duration::from_millis(500);
+            } else {
+                self.coord.handle_timeout(self.now);
+            }
+            self.busy += t.elapsed();
+        }
+    }
+}
