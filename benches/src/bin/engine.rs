@@ -28,6 +28,9 @@ use dstream_wasm::{Limits, Plugin, Runtime};
 use memchr::memmem::Finder;
 use rustc_hash::FxHashMap;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const IN_A_ROW: usize = 30;
 const THREADS: usize = 2;
 const PATTERN: &str = "kaka";
@@ -112,9 +115,10 @@ impl Bench {
         let interval = Duration::from_millis(interval_ms);
         let mut in_a_row = 0;
         let mut times = Vec::new();
+        let mut last = None;
         for n in 1..=(3 + 2 * IN_A_ROW as u64) {
             let t = Instant::now();
-            engine.run_batch(n, BTreeMap::new()).expect("batch runs");
+            last = Some(engine.run_batch(n, BTreeMap::new()).expect("batch runs"));
             engine.finish_batch(n);
             let took = t.elapsed();
             if n <= 3 {
@@ -134,6 +138,15 @@ impl Bench {
             }
         }
         times.sort();
+        if std::env::var_os("DSTREAM_BENCH_STAGES").is_some() {
+            let stages: Vec<String> = last
+                .expect("a batch ran")
+                .stage_times
+                .iter()
+                .map(|(k, d)| format!("{k} {:.1} ms", d.as_secs_f64() * 1e3))
+                .collect();
+            eprintln!("    stages: {}", stages.join(", "));
+        }
         (in_a_row == IN_A_ROW, times[times.len() / 2])
     }
 
