@@ -57,6 +57,30 @@ pub(crate) enum Command {
     /// Plugins named by a crate directory are built first (needs the
     /// wasm32-unknown-unknown target; `scripts/setup.sh` installs it).
     Run(RunArgs),
+
+    /// Set up a cluster (coordinator and workers over QUIC with mutual TLS).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Make a cluster CA and certificates for the coordinator and workers.
+    ///
+    /// Writes ca.pem and ca.key (keep ca.key private: it admits nodes),
+    /// coordinator.pem/.key and worker-N.pem/.key. Coordinator and workers
+    /// accept only peers whose certificate this CA signed.
+    Init(ClusterInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClusterInitArgs {
+    /// Directory for the CA and certificates (must not hold a CA already).
+    pub(crate) dir: PathBuf,
+
+    /// How many worker certificates to make.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) workers: u32,
 }
 
 #[derive(Debug, Args)]

@@ -37,6 +37,15 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Command::Plugin(args::PluginCommand::Inspect(a)) => plugin::inspect(a),
         args::Command::TestOp(a) => test_op::run(a),
         args::Command::Run(a) => run::run(a),
+        args::Command::Cluster(args::ClusterCommand::Init(a)) => {
+            use std::io::Write;
+            let files = dstream_runtime::net::tls::init(&a.dir, a.workers)?;
+            let mut out = std::io::stdout().lock();
+            for f in files {
+                writeln!(out, "{}", f.display())?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -46,6 +46,22 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Certificates or TLS settings.
+    #[error("TLS, {what}: {message}")]
+    Tls {
+        /// What was being done (names the file).
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The cluster transport.
+    #[error("{what}: {message}")]
+    Net {
+        /// What was being done (names the peer).
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A task of a batch failed.
     #[error("batch {batch}: {source}")]
     Batch {

@@ -8,12 +8,15 @@
 //! - [`sink`]: output operations (stdout, files, http), idempotent per batch.
 //! - [`driver`]: the real-time loop: receivers, batches, sinks, checkpoints.
 //! - [`checkpoint`]: state written to a directory atomically, and read back.
+//! - [`net`]: the cluster transport, QUIC with mutual TLS (certificates
+//!   from a cluster CA), framed messages.
 //! - [`plugins`]: loading a job's plugins (building plugin crates on the spot).
 
 pub mod checkpoint;
 pub mod driver;
 pub mod error;
 pub mod local;
+pub mod net;
 pub mod plugins;
 pub mod sink;
 pub mod source;
