@@ -14,6 +14,9 @@
 
 use std::fmt;
 
+use crate::batch::Batch;
+use crate::operator::{OpError, Refused, Sink};
+
 /// How a key or value is encoded (mirrors `encoding` in the WIT contract), so
 /// that tools such as `dstream test-op` can read and print records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,6 +82,14 @@ pub trait Decode<'a>: Sized {
     const ENCODING: Encoding;
     /// Reads a value from exactly these bytes.
     fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError>;
+    /// [`Decode::decode`] without saying why it failed: what the generated
+    /// code calls on every record, so that no error is built on that path
+    /// (it decodes again to report one).
+    #[doc(hidden)]
+    #[inline]
+    fn try_decode(bytes: &'a [u8]) -> Option<Self> {
+        Self::decode(bytes).ok()
+    }
 }
 
 /// A type an operator can return as a key or value.
@@ -92,6 +103,16 @@ pub trait Encode {
     const ENCODING: Encoding;
     /// Appends the bytes of `self` to `out`.
     fn encode(&self, out: &mut Vec<u8>);
+    /// Calls `f` with the bytes of `self`: borrowed for text and bytes, on
+    /// the stack for numbers, encoded into a new buffer otherwise (the
+    /// default). How records reach a [`Sink`](crate::Sink) without a copy.
+    #[doc(hidden)]
+    #[inline]
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let mut bytes = Vec::new();
+        self.encode(&mut bytes);
+        f(&bytes)
+    }
 }
 
 impl<T: Encode + ?Sized> Encode for &T {
@@ -99,6 +120,10 @@ impl<T: Encode + ?Sized> Encode for &T {
     #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         (**self).encode(out)
+    }
+    #[inline]
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        (**self).with_bytes(f)
     }
 }
 
@@ -124,6 +149,10 @@ impl Encode for [u8] {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self)
     }
+    #[inline]
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self)
+    }
 }
 
 impl Encode for Vec<u8> {
@@ -131,6 +160,10 @@ impl Encode for Vec<u8> {
     #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self)
+    }
+    #[inline]
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self)
     }
 }
 
@@ -142,6 +175,10 @@ impl<'a> Decode<'a> for &'a str {
             expected: "UTF-8 text",
             detail: e.to_string(),
         })
+    }
+    #[inline]
+    fn try_decode(bytes: &'a [u8]) -> Option<Self> {
+        std::str::from_utf8(bytes).ok()
     }
 }
 
@@ -159,6 +196,10 @@ impl Encode for str {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes())
     }
+    #[inline]
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self.as_bytes())
+    }
 }
 
 impl Encode for String {
@@ -166,6 +207,10 @@ impl Encode for String {
     #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes())
+    }
+    #[inline]
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self.as_bytes())
     }
 }
 
@@ -183,12 +228,20 @@ macro_rules! le_numbers {
                     }),
                 }
             }
+            #[inline]
+            fn try_decode(bytes: &[u8]) -> Option<Self> {
+                bytes.try_into().ok().map(<$t>::from_le_bytes)
+            }
         }
         impl Encode for $t {
             const ENCODING: Encoding = Encoding::$enc;
             #[inline]
             fn encode(&self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes())
+            }
+            #[inline]
+            fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+                f(&self.to_le_bytes())
             }
         }
     )*};
@@ -228,6 +281,10 @@ impl Encode for bool {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(u8::from(*self))
     }
+    #[inline]
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&[u8::from(*self)])
+    }
 }
 
 impl Decode<'_> for () {
@@ -242,6 +299,10 @@ impl Encode for () {
     const ENCODING: Encoding = Encoding::None;
     #[inline]
     fn encode(&self, _: &mut Vec<u8>) {}
+    #[inline]
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&[])
+    }
 }
 
 /// Any serde type, encoded with postcard.
@@ -296,6 +357,66 @@ pub trait Emit {
     const VALUE: Encoding;
     /// Appends this record to `out`.
     fn emit(self, out: &mut crate::Batch);
+    /// Writes this record to `out`: a batch, or a [`Sink`](crate::Sink)
+    /// such as the reduce a pipeline feeds. The default goes through
+    /// [`Emit::emit`] and a new batch.
+    #[doc(hidden)]
+    #[inline]
+    fn emit_to<O: Out + ?Sized>(self, out: &mut O) -> Result<(), OpError>
+    where
+        Self: Sized,
+    {
+        let mut b = crate::Batch::new();
+        self.emit(&mut b);
+        for (k, v) in b.records().iter() {
+            out.record(k, v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the code the attributes generate writes records: a [`Batch`], or a
+/// [`Sink`] that takes each record's bytes where they are (no copy).
+#[doc(hidden)]
+pub trait Out {
+    /// Writes one record.
+    fn record<K: Encode + ?Sized, V: Encode + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+    ) -> Result<(), OpError>;
+}
+
+impl Out for Batch {
+    #[inline]
+    fn record<K: Encode + ?Sized, V: Encode + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+    ) -> Result<(), OpError> {
+        self.push_encoded(key, value);
+        Ok(())
+    }
+}
+
+impl Out for dyn Sink + '_ {
+    #[inline]
+    fn record<K: Encode + ?Sized, V: Encode + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+    ) -> Result<(), OpError> {
+        key.with_bytes(|k| value.with_bytes(|v| self.push(k, v)))
+            .map_err(|Refused| refused())
+    }
+}
+
+/// The error of a stage whose output a [`Sink`] refused (whoever runs the
+/// stage asks the sink why).
+#[cold]
+#[inline(never)]
+pub(crate) fn refused() -> OpError {
+    OpError::new("the next stage refused a record")
 }
 
 impl<K: Encode, V: Encode> Emit for (K, V) {
@@ -304,6 +425,10 @@ impl<K: Encode, V: Encode> Emit for (K, V) {
     #[inline]
     fn emit(self, out: &mut crate::Batch) {
         out.push_encoded(&self.0, &self.1)
+    }
+    #[inline]
+    fn emit_to<O: Out + ?Sized>(self, out: &mut O) -> Result<(), OpError> {
+        out.record(&self.0, &self.1)
     }
 }
 
@@ -315,6 +440,10 @@ macro_rules! emit_value {
             #[inline]
             fn emit(self, out: &mut crate::Batch) {
                 out.push_encoded(&(), &self)
+            }
+            #[inline]
+            fn emit_to<O: Out + ?Sized>(self, out: &mut O) -> Result<(), OpError> {
+                out.record(&(), &self)
             }
         }
     )*};
@@ -345,6 +474,10 @@ impl<T: serde::Serialize> Emit for Postcard<T> {
     #[inline]
     fn emit(self, out: &mut crate::Batch) {
         out.push_encoded(&(), &self)
+    }
+    #[inline]
+    fn emit_to<O: Out + ?Sized>(self, out: &mut O) -> Result<(), OpError> {
+        out.record(&(), &self)
     }
 }
 

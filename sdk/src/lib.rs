@@ -5,6 +5,7 @@ extern crate self as dstream_sdk;
 
 mod batch;
 mod codec;
+mod group;
 mod operator;
 pub mod params;
 
@@ -18,7 +19,8 @@ pub mod __private;
 pub use batch::{Batch, Records};
 pub use codec::{Decode, DecodeError, Emit, Encode, Encoding, Postcard};
 pub use operator::{
-    Kind, OneInput, OpError, Operator, PIPELINE_CHUNK, Plugin, Runner, Select, TwoInput,
+    Combine, Combiner, Feed, Kind, OneInput, OpError, Operator, PIPELINE_CHUNK, Plugin, Refused,
+    Runner, Select, Sink, TwoInput,
 };
 pub use params::{ParamSpec, Params, RawParams};
 

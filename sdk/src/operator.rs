@@ -91,6 +91,48 @@ pub type TwoInput = fn(Records<'_>, Records<'_>, &RawParams<'_>, &mut Batch) -> 
 /// Runs a filter over a partition, appending the kept indices.
 pub type Select = fn(Records<'_>, &RawParams<'_>, &mut Vec<u32>) -> Result<(), OpError>;
 
+/// Runs a map or flat-map over a partition, handing each output record to a
+/// [`Sink`] (in a pipeline, the reduce after it) instead of a batch.
+pub type Feed = fn(Records<'_>, &RawParams<'_>, &mut dyn Sink) -> Result<(), OpError>;
+
+/// Takes records one by one, as bytes: what a [`Feed`] writes to.
+pub trait Sink {
+    /// Takes one record. A sink that refuses one keeps why (see
+    /// [`Combine::take_error`]), so that the hot path returns no more than a
+    /// flag.
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Refused>;
+}
+
+/// A record a [`Sink`] did not take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused;
+
+impl Sink for Batch {
+    #[inline]
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Refused> {
+        Batch::push(self, key, value);
+        Ok(())
+    }
+}
+
+/// Combines the values of each key over a partition that comes in pieces (a
+/// [`Plugin::pipeline`]'s chunks, or records pushed one by one as a
+/// [`Sink`]), keeping its groups until [`Combine::finish`]. Record indices in
+/// its errors count every record it was given.
+pub trait Combine: Sink {
+    /// Folds the records of `chunk` into the groups.
+    fn add(&mut self, chunk: Records<'_>) -> Result<(), OpError>;
+    /// Why the last [`Sink::push`] was refused, taken: a stage feeding this
+    /// combiner fails with a placeholder error, and the pipeline asks here
+    /// whose the failure is.
+    fn take_error(&mut self) -> Option<OpError>;
+    /// Appends one record per key to `out`, in order of first appearance.
+    fn finish(&mut self, out: &mut Batch);
+}
+
+/// Starts a [`Combine`] for one partition, with the call's parameters.
+pub type Combiner = fn(&RawParams<'_>) -> Result<Box<dyn Combine>, OpError>;
+
 /// How an operator runs over a partition, by kind.
 #[derive(Clone, Copy, Debug)]
 pub enum Runner {
@@ -100,6 +142,17 @@ pub enum Runner {
     Select(Select),
     /// inverse, update-state.
     TwoInput(TwoInput),
+    /// A map or flat-map that writes to a batch (the first function, as
+    /// [`Runner::OneInput`]) or to a [`Sink`] (the second): in a pipeline,
+    /// the last one before a reduce hands its records straight to the reduce.
+    PerRecord(OneInput, Feed),
+    /// A reduce that runs over a whole partition (the first function, as
+    /// [`Runner::OneInput`]) or keeps its groups while a pipeline feeds it
+    /// (the second), so that the per-record stages before it never
+    /// materialise their output. The attribute makes one for values that own
+    /// their data (numbers, `bool`, `String`, `Vec<u8>`, `()`), which can
+    /// outlive the records they came from.
+    Reduce(OneInput, Combiner),
 }
 
 /// One operator: its description and how to run it. Made by the attributes.
@@ -137,7 +190,9 @@ impl Stage<'_> {
     /// chunk's offset in the pipeline's input, for the first stage).
     fn run(&self, input: Records<'_>, first: usize, out: &mut Batch) -> Result<(), OpError> {
         let r = match self.op.runner {
-            Runner::OneInput(f) => f(input, &self.params, out),
+            Runner::OneInput(f) | Runner::PerRecord(f, _) | Runner::Reduce(f, _) => {
+                f(input, &self.params, out)
+            }
             Runner::Select(f) => {
                 let mut keep = Vec::new();
                 f(input, &self.params, &mut keep).map(|()| {
@@ -149,10 +204,57 @@ impl Stage<'_> {
             }
             Runner::TwoInput(_) => unreachable!("checked: one-input stages only"),
         };
-        r.map_err(|e| OpError {
+        r.map_err(|e| self.error(e, first))
+    }
+
+    /// `e` naming this stage, its record index shifted by `first`.
+    fn error(&self, e: OpError, first: usize) -> OpError {
+        OpError {
             message: format!("stage {} ({}): {}", self.n, self.op.name, e.message),
             record: e.record.map(|r| r + first as u32),
+        }
+    }
+
+    /// True when this stage can hand its records to a [`Combine`] without a
+    /// batch in between (see [`Stage::feed`]).
+    fn feeds(&self) -> bool {
+        matches!(self.op.runner, Runner::PerRecord(..) | Runner::Select(_))
+    }
+
+    /// Runs this stage over `input`, handing its records to `c`; errors as
+    /// [`Stage::run`], except those of `c`, which name `reduce`.
+    fn feed(
+        &self,
+        input: Records<'_>,
+        first: usize,
+        c: &mut dyn Combine,
+        reduce: &Stage<'_>,
+    ) -> Result<(), OpError> {
+        let r = match self.op.runner {
+            Runner::PerRecord(_, f) => f(input, &self.params, c),
+            Runner::Select(f) => {
+                let mut keep = Vec::new();
+                f(input, &self.params, &mut keep).and_then(|()| {
+                    keep.iter().try_for_each(|&i| {
+                        let (k, v) = input.get(i as usize);
+                        c.push(k, v).map_err(|Refused| crate::codec::refused())
+                    })
+                })
+            }
+            _ => unreachable!("checked: a stage that feeds"),
+        };
+        r.map_err(|e| match c.take_error() {
+            Some(e) => reduce.error(e, 0),
+            None => self.error(e, first),
         })
+    }
+
+    /// A combiner for this reduce stage, if it can combine chunk by chunk.
+    fn combiner(&self) -> Result<Option<Box<dyn Combine>>, OpError> {
+        match self.op.runner {
+            Runner::Reduce(_, start) => start(&self.params).map(Some).map_err(|e| self.error(e, 0)),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -164,33 +266,57 @@ fn chunked(
     reduce: Option<&Stage<'_>>,
 ) -> Result<Batch, OpError> {
     let mut out = Batch::new();
+    let mut combine = match reduce {
+        Some(r) => r.combiner()?,
+        None => None,
+    };
+    // With a combiner, the last stage hands its records straight to it when
+    // it can; the stages before write to two reused buffers.
+    let last = stages.len() - 1;
+    let buffered = if combine.is_some() && stages[last].feeds() {
+        last
+    } else {
+        stages.len()
+    };
     let mut bufs = [Batch::new(), Batch::new()];
     let mut start = 0;
     while start < input.len() {
         let end = (start + PIPELINE_CHUNK).min(input.len());
         let chunk = input.slice(start, end);
         // Stage j reads bufs[(j + 1) % 2] (or the chunk) and writes bufs[j % 2].
-        for (j, s) in stages.iter().enumerate() {
+        for (j, s) in stages[..buffered].iter().enumerate() {
             let [a, b] = &mut bufs;
             let (src, dst) = if j % 2 == 0 { (&*b, a) } else { (&*a, b) };
             dst.clear();
             let records = if j == 0 { chunk } else { src.records() };
             s.run(records, if j == 0 { start } else { 0 }, dst)?;
         }
-        let last = bufs[(stages.len() - 1) % 2].records();
-        match reduce {
+        // The output of the buffered stages, and its first record's index in
+        // the pipeline's input when no stage ran yet.
+        let (done, first) = match buffered {
+            0 => (chunk, start),
+            n => (bufs[(n - 1) % 2].records(), 0),
+        };
+        match (reduce, combine.as_deref_mut()) {
+            (Some(r), Some(c)) if buffered == last => stages[last].feed(done, first, c, r)?,
+            // Fold this chunk into the groups kept across chunks.
+            (Some(r), Some(c)) => c.add(done).map_err(|e| r.error(e, 0))?,
             // Combine this chunk now; the partial results are combined below.
-            Some(r) => r.run(last, 0, &mut out)?,
-            None => {
-                for (k, v) in last.iter() {
+            (Some(r), None) => r.run(done, 0, &mut out)?,
+            (None, _) => {
+                for (k, v) in done.iter() {
                     out.push(k, v);
                 }
             }
         }
         start = end;
     }
-    match reduce {
-        Some(r) if input.len() > PIPELINE_CHUNK => {
+    match (reduce, combine) {
+        (_, Some(mut c)) => {
+            c.finish(&mut out);
+            Ok(out)
+        }
+        (Some(r), None) if input.len() > PIPELINE_CHUNK => {
             let mut combined = Batch::with_capacity(out.len(), 0);
             r.run(out.records(), 0, &mut combined)?;
             Ok(combined)
@@ -253,7 +379,9 @@ impl Plugin {
         let op = self.expect(name, kind)?;
         let mut out = Batch::with_capacity(input.len(), input.byte_len());
         match op.runner {
-            Runner::OneInput(f) => f(input, params, &mut out)?,
+            Runner::OneInput(f) | Runner::PerRecord(f, _) | Runner::Reduce(f, _) => {
+                f(input, params, &mut out)?
+            }
             Runner::Select(f) => {
                 let mut keep = Vec::new();
                 f(input, params, &mut keep)?;
@@ -309,13 +437,17 @@ impl Plugin {
     /// Runs of per-record stages (map, flat-map, filter), and a reduce that
     /// follows them, go through the input [`PIPELINE_CHUNK`] records at a
     /// time: each chunk's intermediate records live in two small reused
-    /// buffers and the reduce combines each chunk at once (a map-side
-    /// combine), then combines the per-chunk results. No intermediate
-    /// partition is ever materialised, which keeps memory (and, in the
-    /// sandbox, the pages to fault in and wipe) proportional to a chunk. The
-    /// grouping is fixed, so the result is deterministic; a reduce must be
-    /// associative and commutative, so it equals the unchunked one (for
-    /// floating point, up to rounding).
+    /// buffers, so no intermediate partition is ever materialised, which
+    /// keeps memory (and, in the sandbox, the pages to fault in and wipe)
+    /// proportional to a chunk. A reduce made by the attribute over values
+    /// that own their data ([`Runner::Reduce`]) keeps its groups from chunk
+    /// to chunk (a map-side combine), and the last per-record stage before
+    /// it hands each record straight to it ([`Runner::PerRecord`], or a
+    /// filter): then it folds the records in input order, exactly as over
+    /// the whole partition. Another reduce combines each chunk at once and
+    /// then the per-chunk results; it must be associative and commutative,
+    /// so that this equals the unchunked result (for floating point, up to
+    /// rounding). Either way the result is deterministic.
     pub fn pipeline(
         &self,
         stages: &[(String, Vec<(String, String)>)],
@@ -526,5 +658,136 @@ mod tests {
             .pipeline(&stages(&["nope"]), Batch::new().records())
             .unwrap_err();
         assert!(e.message.contains("no operator `nope`"), "{e}");
+    }
+}
+
+/// The pipeline path of operators made by the attributes: a flat-map or
+/// filter hands its records straight to a reduce that keeps its groups.
+#[cfg(test)]
+mod fed {
+    use super::*;
+
+    /// Words of a line, each counting 1 but `boom`, counting 7; the line
+    /// `bad` fails.
+    #[crate::flat_map]
+    fn words(line: &str) -> Result<Vec<(&str, u64)>, String> {
+        if line == "bad" {
+            return Err("bad line".into());
+        }
+        let count = |w| if w == "boom" { 7 } else { 1 };
+        Ok(line
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(|w| (w, count(w)))
+            .collect())
+    }
+
+    /// Keeps words longer than one byte.
+    #[crate::filter]
+    fn long(word: &[u8], _count: u64) -> bool {
+        word.len() > 1
+    }
+
+    /// Adds counts; fails on two sevens.
+    #[crate::reduce]
+    fn add(a: u64, b: u64) -> Result<u64, String> {
+        if a == 7 && b == 7 {
+            return Err("two sevens".into());
+        }
+        Ok(a + b)
+    }
+
+    /// The longer text: values that borrow, so no combiner.
+    #[crate::reduce]
+    fn longest<'a>(a: &'a str, b: &'a str) -> &'a str {
+        if a.len() >= b.len() { a } else { b }
+    }
+
+    static P: Plugin = Plugin {
+        name: "fed",
+        version: "0",
+        operators: &[
+            &words::OPERATOR,
+            &long::OPERATOR,
+            &add::OPERATOR,
+            &longest::OPERATOR,
+        ],
+    };
+
+    fn stages(names: &[&str]) -> Vec<(String, Vec<(String, String)>)> {
+        names.iter().map(|n| (n.to_string(), Vec::new())).collect()
+    }
+
+    #[test]
+    fn the_attributes_make_feeding_and_combining_runners() {
+        assert!(matches!(words::OPERATOR.runner, Runner::PerRecord(..)));
+        assert!(matches!(add::OPERATOR.runner, Runner::Reduce(..)));
+        assert!(matches!(longest::OPERATOR.runner, Runner::OneInput(_)));
+    }
+
+    #[test]
+    fn a_fed_reduce_equals_the_reduce_of_the_whole_output() {
+        let lines: Vec<String> = (0..3 * PIPELINE_CHUNK + 17)
+            .map(|i| format!("w{} x w{} yy {i}", i % 13, i % 7))
+            .collect();
+        let input = Batch::from_values(&lines);
+        let words = P.call(Kind::FlatMap, "words", &[], &input).unwrap();
+        let long = P.call(Kind::Filter, "long", &[], &words).unwrap();
+        for (chain, before) in [
+            (&["words", "add"][..], &words),
+            (&["words", "long", "add"], &long),
+        ] {
+            let fed = P.pipeline(&stages(chain), input.records()).unwrap();
+            let whole = P.call(Kind::Reduce, "add", &[], before).unwrap();
+            assert_eq!(fed, whole, "{chain:?}");
+        }
+        let counted = P
+            .pipeline(&stages(&["words", "add"]), input.records())
+            .unwrap();
+        let counts: Vec<(&str, u64)> = counted.decode().unwrap();
+        let n = lines.len() as u64;
+        assert_eq!(
+            counts[..5],
+            [
+                ("w0", n.div_ceil(13) + n.div_ceil(7)),
+                ("x", n),
+                ("yy", n),
+                ("0", 1),
+                ("w1", n / 13 + 1 + n / 7 + 1)
+            ]
+        );
+        assert_eq!(counts.len(), 13 + lines.len() + 2);
+        // A reduce whose values borrow combines chunk by chunk.
+        let fed = P
+            .pipeline(&stages(&["words", "longest"]), input.records())
+            .unwrap();
+        assert_eq!(fed.len(), counts.len());
+    }
+
+    #[test]
+    fn errors_name_the_stage_that_failed() {
+        // The reduce fails at the second `boom`, the 4th word of the second
+        // chunk: record `PIPELINE_CHUNK + 3` of its input.
+        let mut lines = vec!["a"; 2 * PIPELINE_CHUNK];
+        lines[PIPELINE_CHUNK] = "boom b";
+        lines[PIPELINE_CHUNK + 1] = "c boom";
+        let input = Batch::from_values(&lines);
+        let e = P
+            .pipeline(&stages(&["words", "add"]), input.records())
+            .unwrap_err();
+        assert_eq!(e.message, "stage 1 (add): two sevens");
+        assert_eq!(e.record, Some(PIPELINE_CHUNK as u32 + 3));
+        let words = P.call(Kind::FlatMap, "words", &[], &input).unwrap();
+        let whole = P.call(Kind::Reduce, "add", &[], &words).unwrap_err();
+        assert_eq!(whole.record, e.record);
+        // A line that fails names the flat-map and the line.
+        let mut lines = vec!["a"; 2 * PIPELINE_CHUNK];
+        lines[PIPELINE_CHUNK + 2] = "bad";
+        let input = Batch::from_values(&lines);
+        let e = P
+            .pipeline(&stages(&["words", "add"]), input.records())
+            .unwrap_err();
+        assert_eq!(e.message, "stage 0 (words): bad line");
+        assert_eq!(e.record, Some(PIPELINE_CHUNK as u32 + 2));
     }
 }

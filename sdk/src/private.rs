@@ -2,25 +2,35 @@
 
 use std::fmt::Display;
 
-use hashbrown::HashMap;
-use hashbrown::hash_map::Entry;
-
 pub use crate::batch::{Batch, Records};
-pub use crate::codec::{Decode, Emit, Encode, Encoding};
-pub use crate::operator::{Kind, OpError, Operator, Runner};
+pub use crate::codec::{Decode, Emit, Encode, Encoding, Out};
+use crate::group::{Arena, Groups, Keys};
+pub use crate::operator::{Combine, Kind, OpError, Operator, Refused, Runner, Sink};
 pub use crate::params::{ParamSpec, Params, RawParams};
 
-/// A fixed hasher: grouping never depends on a random seed.
-type FixedState = foldhash::fast::FixedState;
-
-fn table<'a, T>(capacity: usize) -> HashMap<&'a [u8], T, FixedState> {
-    HashMap::with_capacity_and_hasher(capacity, FixedState::with_seed(0x0064_7374_7265_616d))
-}
+/// Keys a grouping table has room for before it first grows: most
+/// partitions repeat their keys, so start small rather than at one slot per
+/// record.
+const FIRST_KEYS: usize = 256;
 
 /// Decodes `bytes` (the `what` of record `i`) as `T`.
 #[inline]
 pub fn decode<'a, T: Decode<'a>>(bytes: &'a [u8], i: usize, what: &str) -> Result<T, OpError> {
-    T::decode(bytes).map_err(|e| OpError::at(i, format!("cannot decode the {what}: {e}")))
+    match T::try_decode(bytes) {
+        Some(t) => Ok(t),
+        None => Err(undecodable::<T>(bytes, i, what)),
+    }
+}
+
+/// The error of record `i`, whose `what` does not decode as `T` (out of
+/// line: decoding again says why).
+#[cold]
+#[inline(never)]
+pub(crate) fn undecodable<'a, T: Decode<'a>>(bytes: &'a [u8], i: usize, what: &str) -> OpError {
+    match T::decode(bytes) {
+        Err(e) => OpError::at(i, format!("cannot decode the {what}: {e}")),
+        Ok(_) => OpError::at(i, format!("cannot decode the {what}")),
+    }
 }
 
 /// Turns a user error at record `i` into an [`OpError`].
@@ -77,26 +87,91 @@ where
     E: Display,
     F: FnMut(V, V) -> Result<V, E>,
 {
-    let mut slots: Vec<(&'a [u8], Option<V>)> = Vec::new();
-    let mut index = table::<usize>(input.len().min(1 << 16));
-    for (i, (k, v)) in input.iter().enumerate() {
-        let v: V = decode(v, i, "value")?;
-        match index.entry(k) {
-            Entry::Occupied(e) => {
-                let slot = &mut slots[*e.get()].1;
-                let acc = slot.take().expect("slot holds a value between steps");
-                *slot = Some(at(f(acc, v), i)?);
-            }
-            Entry::Vacant(e) => {
-                e.insert(slots.len());
-                slots.push((k, Some(v)));
-            }
+    let mut groups = Groups::with_capacity(input.len().min(FIRST_KEYS), Vec::new());
+    groups.add_all(input, &mut f)?;
+    groups.write(out);
+    Ok(())
+}
+
+/// A reduce fed piece by piece: the groups, the function folding them, how
+/// many records it was given, and the error of a failed push.
+struct Combining<V, F> {
+    groups: Groups<Arena, V>,
+    f: F,
+    seen: usize,
+    failed: Option<OpError>,
+}
+
+impl<V, E, F> Sink for Combining<V, F>
+where
+    V: for<'x> Decode<'x> + Encode,
+    E: Display,
+    F: FnMut(V, V) -> Result<V, E>,
+{
+    #[inline]
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Refused> {
+        let i = self.seen;
+        self.seen += 1;
+        let Some(v) = V::try_decode(value) else {
+            return self.refuse(undecodable::<V>(value, i, "value"));
+        };
+        match self.groups.fold(key, v, &mut self.f) {
+            Ok(()) => Ok(()),
+            Err(e) => self.refuse(OpError::at(i, e)),
         }
     }
-    for (k, v) in slots {
-        out.push_encoded(k, &v.expect("slot holds a value"));
+}
+
+impl<V, F> Combining<V, F> {
+    /// Keeps why a record was refused (out of line).
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, e: OpError) -> Result<(), Refused> {
+        self.failed = Some(e);
+        Err(Refused)
     }
-    Ok(())
+}
+
+impl<V, E, F> Combine for Combining<V, F>
+where
+    V: for<'x> Decode<'x> + Encode,
+    E: Display,
+    F: FnMut(V, V) -> Result<V, E>,
+{
+    fn add(&mut self, chunk: Records<'_>) -> Result<(), OpError> {
+        let first = self.seen;
+        self.seen += chunk.len();
+        self.groups.add_all(chunk, &mut self.f).map_err(|mut e| {
+            e.record = e.record.map(|r| r + first as u32);
+            e
+        })
+    }
+
+    fn take_error(&mut self) -> Option<OpError> {
+        self.failed.take()
+    }
+
+    fn finish(&mut self, out: &mut Batch) {
+        self.groups.write(out)
+    }
+}
+
+/// A [`Combine`] folding the values of each key with `f`, for values that own
+/// their data (so they outlive the chunk they came from; keys are copied in
+/// once each). One output record per key, in order of first appearance, as
+/// [`reduce`].
+pub fn combiner<V, E, F>(f: F) -> Box<dyn Combine>
+where
+    V: for<'x> Decode<'x> + Encode + 'static,
+    E: Display,
+    F: FnMut(V, V) -> Result<V, E> + 'static,
+{
+    Box::new(Combining {
+        groups: Groups::with_capacity(FIRST_KEYS, Arena::default()),
+        f,
+        seen: 0,
+        failed: None,
+    })
 }
 
 /// Pairs `current[i]` with `leaving[i]` and applies `f`; keys from `current`.
@@ -149,55 +224,51 @@ where
     E: Display,
     F: FnMut(K, Vec<V>, Option<S>) -> Result<Option<S>, E>,
 {
-    struct Slot<'a, V> {
+    struct Group<'a, V> {
         key: &'a [u8],
         state: Option<&'a [u8]>,
         values: Vec<V>,
         first: usize,
     }
-    let mut slots: Vec<Slot<'a, V>> = Vec::with_capacity(state.len());
-    let mut index = table::<usize>(state.len() + input.len().min(1 << 16));
+    let mut groups: Keys<Vec<&'a [u8]>, Group<'a, V>> =
+        Keys::with_capacity(state.len() + input.len().min(FIRST_KEYS), Vec::new());
     for (i, (k, s)) in state.iter().enumerate() {
-        match index.entry(k) {
-            Entry::Occupied(_) => {
-                return Err(OpError::new(format!(
-                    "state record {i} repeats a key: state holds one record per key"
-                )));
-            }
-            Entry::Vacant(e) => {
-                e.insert(slots.len());
-                slots.push(Slot {
-                    key: k,
-                    state: Some(s),
-                    values: Vec::new(),
-                    first: i,
-                });
-            }
-        }
+        let Err(vacant) = groups.find(k) else {
+            return Err(OpError::new(format!(
+                "state record {i} repeats a key: state holds one record per key"
+            )));
+        };
+        let group = Group {
+            key: k,
+            state: Some(s),
+            values: Vec::new(),
+            first: i,
+        };
+        groups.insert(vacant, k, group);
     }
     for (i, (k, v)) in input.iter().enumerate() {
         let v: V = decode(v, i, "value")?;
-        match index.entry(k) {
-            Entry::Occupied(e) => slots[*e.get()].values.push(v),
-            Entry::Vacant(e) => {
-                e.insert(slots.len());
-                slots.push(Slot {
+        match groups.find(k) {
+            Ok(g) => groups.data_mut(g).values.push(v),
+            Err(vacant) => {
+                let group = Group {
                     key: k,
                     state: None,
                     values: vec![v],
                     first: i,
-                });
+                };
+                groups.insert(vacant, k, group);
             }
         }
     }
-    for slot in slots {
-        let key: K = decode(slot.key, slot.first, "key")?;
-        let old = match slot.state {
-            Some(s) => Some(decode::<S>(s, slot.first, "state")?),
+    for group in groups.into_data() {
+        let key: K = decode(group.key, group.first, "key")?;
+        let old = match group.state {
+            Some(s) => Some(decode::<S>(s, group.first, "state")?),
             None => None,
         };
-        if let Some(new) = at(f(key, slot.values, old), slot.first)? {
-            out.push_encoded(slot.key, &new);
+        if let Some(new) = at(f(key, group.values, old), group.first)? {
+            out.push_encoded(group.key, &new);
         }
     }
     Ok(())

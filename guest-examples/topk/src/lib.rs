@@ -54,7 +54,7 @@ pub fn top(_group: &str, values: Vec<Scored<'_>>, state: Option<Top>, p: &TopK) 
 
 /// Shows a group's leaders as text: `item:score item:score ...`.
 #[dstream::map]
-pub fn show<'a>(group: &'a str, top: Top) -> (&'a str, String) {
+pub fn show(group: &str, top: Top) -> (&str, String) {
     let items: Vec<String> = top.0.iter().map(|(i, s)| format!("{i}:{s}")).collect();
     (group, items.join(" "))
 }

@@ -28,7 +28,10 @@ use crate::{Batch, Encoding, Error};
 
 /// The hasher of keys: fixed, so every process agrees on partitions and
 /// iteration orders.
-pub(crate) fn hasher() -> foldhash::fast::FixedState {
+pub(crate) type FixedState = foldhash::fast::FixedState;
+
+/// The fixed hasher's state.
+pub(crate) fn hasher() -> FixedState {
     foldhash::fast::FixedState::with_seed(0x005e_edd5_7ea4)
 }
 

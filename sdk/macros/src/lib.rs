@@ -296,6 +296,35 @@ fn same(a: &Type, b: &Type, what: &str) -> syn::Result<()> {
     }
 }
 
+/// True for the value types of the SDK that own their data: numbers, `bool`,
+/// `String`, `Vec<u8>` and `()`. A reduce over them can keep its values from
+/// one chunk of a pipeline to the next. (A type is recognised by its name;
+/// anything else, borrowed or not, takes the general path.)
+fn owned(ty: &Type) -> bool {
+    const NAMES: [&str; 12] = [
+        "u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64", "bool", "String",
+    ];
+    match ty {
+        Type::Tuple(t) => t.elems.is_empty(),
+        Type::Paren(p) => owned(&p.elem),
+        Type::Path(p) if p.qself.is_none() => {
+            let Some(last) = p.path.segments.last() else {
+                return false;
+            };
+            match &last.arguments {
+                PathArguments::None => NAMES.iter().any(|n| last.ident == n),
+                PathArguments::AngleBracketed(_) => {
+                    last.ident == "Vec"
+                        && unwrap(ty, "Vec")
+                            .is_some_and(|t| matches!(t, Type::Path(u) if u.path.is_ident("u8")))
+                }
+                PathArguments::Parenthesized(_) => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 /// `T` when `ty` is `&T` and `T` is not `str` or `[u8]`: the params argument.
 fn params_type(ty: &Type) -> Option<&Type> {
     let Type::Reference(r) = ty else { return None };
@@ -451,9 +480,31 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
     // that is no record points at the signature, not at the attribute.
     let emit = |ty: &Type, record: TokenStream2| {
         let ty = elide(ty);
-        quote!(<#ty as #sdk::Emit>::emit(#record, __out);)
+        quote!(<#ty as #sdk::Emit>::emit_to(#record, __out)?;)
     };
     let get_params = quote!(let __params = #sdk::__private::params::<#params_local>(__raw)?;);
+    // A map or flat-map runs over the records once, generic over where it
+    // writes: a batch, or the sink a pipeline gives it (the reduce after it).
+    let per_record = |body: TokenStream2| {
+        quote! {
+            #[inline(always)]
+            fn __each<__O: #sdk::__private::Out + ?::core::marker::Sized>(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut __O) -> ::core::result::Result<(), #sdk::OpError> {
+                #get_params
+                for (__i, (__k, __v)) in __input.iter().enumerate() {
+                    let _ = __k;
+                    #body
+                }
+                ::core::result::Result::Ok(())
+            }
+            fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
+                __each(__input, __raw, __out)
+            }
+            fn __feed(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut dyn #sdk::Sink) -> ::core::result::Result<(), #sdk::OpError> {
+                __each(__input, __raw, __out)
+            }
+            #sdk::Runner::PerRecord(__run, __feed)
+        }
+    };
 
     let (input_enc, output_enc, runner) = match kind {
         Kind::Map | Kind::FlatMap | Kind::Filter => {
@@ -496,18 +547,7 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                         quote!(<#rt as #sdk::Emit>::KEY),
                         quote!(<#rt as #sdk::Emit>::VALUE),
                     );
-                    let body = quote! {
-                        fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
-                            #get_params
-                            for (__i, (__k, __v)) in __input.iter().enumerate() {
-                                let _ = __k;
-                                #emit_one
-                            }
-                            ::core::result::Result::Ok(())
-                        }
-                        #sdk::Runner::OneInput(__run)
-                    };
-                    (input_enc, out, body)
+                    (input_enc, out, per_record(emit_one))
                 }
                 _ => {
                     let it = item()?;
@@ -517,19 +557,11 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                         quote!(<#it as #sdk::Emit>::KEY),
                         quote!(<#it as #sdk::Emit>::VALUE),
                     );
-                    let body = quote! {
-                        fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
-                            #get_params
-                            for (__i, (__k, __v)) in __input.iter().enumerate() {
-                                let _ = __k;
-                                for __item in ::core::iter::IntoIterator::into_iter(#r) {
-                                    #emit_item
-                                }
-                            }
-                            ::core::result::Result::Ok(())
+                    let body = per_record(quote! {
+                        for __item in ::core::iter::IntoIterator::into_iter(#r) {
+                            #emit_item
                         }
-                        #sdk::Runner::OneInput(__run)
-                    };
+                    });
                     (input_enc, out, body)
                 }
             }
@@ -550,12 +582,28 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
             let enc = (quote!(#sdk::Encoding::Bytes), dec(vt));
             let call = ok_wrap(quote!(super::#name(__a, __b #pass_params)));
             let body = if kind == Kind::Reduce {
-                quote! {
+                let run = quote! {
                     fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
                         #get_params
                         #sdk::__private::reduce::<#vt, _, _>(__input, __out, |__a, __b| #call)
                     }
-                    #sdk::Runner::OneInput(__run)
+                };
+                if owned(vt) {
+                    // Values that own their data can be kept from one chunk of
+                    // a pipeline to the next.
+                    quote! {
+                        #run
+                        fn __combiner(__raw: &#sdk::RawParams<'_>) -> ::core::result::Result<::std::boxed::Box<dyn #sdk::Combine>, #sdk::OpError> {
+                            #get_params
+                            ::core::result::Result::Ok(#sdk::__private::combiner::<#vt, _, _>(move |__a, __b| #call))
+                        }
+                        #sdk::Runner::Reduce(__run, __combiner)
+                    }
+                } else {
+                    quote! {
+                        #run
+                        #sdk::Runner::OneInput(__run)
+                    }
                 }
             } else {
                 quote! {

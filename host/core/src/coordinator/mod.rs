@@ -13,14 +13,18 @@
 //! bytes are, if that worker has a free slot (or after a short locality wait,
 //! anywhere); tasks without input (generators) go to the least loaded worker.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 pub mod sim;
 
 use crate::job::Job;
 use crate::plan::{BlockId, Planner, Task, Work};
+use crate::reduce::FixedState;
 use crate::wire::WorkerId;
+
+/// Maps with a fixed hasher: fast, and the same decisions on every run.
+type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -91,6 +95,8 @@ struct Pending {
     /// When its locality wait ends, while it waits for a busy worker that
     /// holds its data.
     wake: Option<Instant>,
+    /// The workers holding its data (worked out once).
+    preferred: Option<Vec<WorkerId>>,
 }
 
 #[derive(Debug)]
@@ -98,7 +104,12 @@ struct Batch {
     number: u64,
     started: Instant,
     delay: Duration,
+    /// Tasks whose inputs are all stored, waiting for a worker.
     pending: Vec<Pending>,
+    /// Tasks waiting for inputs: the task and how many inputs it misses.
+    blocked: HashMap<BlockId, (Task, usize)>,
+    /// For each missing block, the tasks (by output) waiting for it.
+    waiters: HashMap<BlockId, Vec<BlockId>>,
     running: HashMap<BlockId, (WorkerId, Task)>,
     outputs: BTreeSet<BlockId>,
     /// Every task of the batch by output: its lineage, to recompute a block
@@ -141,7 +152,7 @@ impl Coordinator {
             job,
             workers: BTreeMap::new(),
             next_worker: 1,
-            blocks: HashMap::new(),
+            blocks: HashMap::default(),
             start: now,
             next_batch: 1,
             current: None,
@@ -203,6 +214,7 @@ impl Coordinator {
             entry.0.push(worker);
         }
         entry.1 = bytes;
+        Self::unblock(b, block);
         self.schedule(now);
     }
 
@@ -212,6 +224,9 @@ impl Coordinator {
         let entry = self.blocks.entry(block).or_insert((Vec::new(), bytes));
         if !entry.0.contains(&worker) {
             entry.0.push(worker);
+        }
+        if let Some(b) = self.current.as_mut() {
+            Self::unblock(b, block);
         }
         self.schedule(now);
     }
@@ -265,39 +280,80 @@ impl Coordinator {
         for (holders, _) in self.blocks.values_mut() {
             holders.retain(|w| *w != id);
         }
-        // Its running tasks go back to pending. (Recomputing the blocks it
-        // held from lineage is the recovery's work.)
-        if let Some(b) = self.current.as_mut() {
-            let lost: Vec<BlockId> = b
-                .running
-                .iter()
-                .filter(|(_, (w, _))| *w == id)
-                .map(|(blk, _)| *blk)
-                .collect();
-            for blk in lost {
-                let (_, task) = b.running.remove(&blk).expect("listed");
+        // Its running tasks go back to the queue, and so do the tasks of
+        // this batch whose output only it held: they are computed again
+        // from their lineage (their inputs, recomputed the same way when
+        // they were lost too). Blocks of earlier batches (state) lost with
+        // it are the recovery's work.
+        let Some(mut b) = self.current.take() else {
+            return;
+        };
+        let mut again: Vec<Task> = b
+            .running
+            .extract_if(|_, (w, _)| *w == id)
+            .map(|(_, (_, t))| t)
+            .collect();
+        let gone: Vec<BlockId> = b
+            .outputs
+            .iter()
+            .filter(|o| self.blocks.get(o).is_none_or(|(h, _)| h.is_empty()))
+            .copied()
+            .collect();
+        for o in gone {
+            b.outputs.remove(&o);
+            self.blocks.remove(&o);
+            again.push(b.tasks[&o].clone());
+        }
+        // Re-classify everything waiting: what was ready may miss a block now.
+        again.extend(b.pending.drain(..).map(|p| p.task));
+        again.extend(b.blocked.drain().map(|(_, (t, _))| t));
+        b.waiters.clear();
+        for t in again {
+            self.enqueue(&mut b, t);
+        }
+        self.current = Some(b);
+    }
+
+    /// Queues `task`: ready when its inputs are stored, else blocked on the
+    /// ones missing.
+    fn enqueue(&self, b: &mut Batch, task: Task) {
+        let mut missing: Vec<BlockId> = task
+            .inputs
+            .iter()
+            .map(|i| i.block)
+            .filter(|blk| self.blocks.get(blk).is_none_or(|(h, _)| h.is_empty()))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            b.pending.push(Pending {
+                task,
+                ready_since: None,
+                wake: None,
+                preferred: None,
+            });
+        } else {
+            for m in &missing {
+                b.waiters.entry(*m).or_default().push(task.output);
+            }
+            b.blocked.insert(task.output, (task, missing.len()));
+        }
+    }
+
+    /// `block` is stored: the tasks waiting only for it become ready.
+    fn unblock(b: &mut Batch, block: BlockId) {
+        for out in b.waiters.remove(&block).unwrap_or_default() {
+            let Some((_, missing)) = b.blocked.get_mut(&out) else {
+                continue;
+            };
+            *missing -= 1;
+            if *missing == 0 {
+                let (task, _) = b.blocked.remove(&out).expect("present");
                 b.pending.push(Pending {
                     task,
                     ready_since: None,
                     wake: None,
-                });
-            }
-            // Blocks of this batch that only it held are computed again from
-            // their lineage (their task, whose inputs are recomputed the same
-            // way when they were lost too).
-            let gone: Vec<BlockId> = b
-                .outputs
-                .iter()
-                .filter(|o| self.blocks.get(o).is_none_or(|(h, _)| h.is_empty()))
-                .copied()
-                .collect();
-            for o in gone {
-                b.outputs.remove(&o);
-                self.blocks.remove(&o);
-                b.pending.push(Pending {
-                    task: b.tasks[&o].clone(),
-                    ready_since: None,
-                    wake: None,
+                    preferred: None,
                 });
             }
         }
@@ -310,48 +366,47 @@ impl Coordinator {
             self.next_batch += 1;
             let plan = Planner::new(&self.job).plan(number);
             let tasks = plan.tasks().map(|t| (t.output, t.clone())).collect();
-            self.current = Some(Batch {
+            let mut b = Batch {
                 number,
                 started: now,
                 delay: now - self.due(number),
-                pending: plan
-                    .stages
-                    .into_iter()
-                    .flatten()
-                    .map(|task| Pending {
-                        task,
-                        ready_since: None,
-                        wake: None,
-                    })
-                    .collect(),
-                running: HashMap::new(),
+                pending: Vec::new(),
+                blocked: HashMap::default(),
+                waiters: HashMap::default(),
+                running: HashMap::default(),
                 outputs: BTreeSet::new(),
                 tasks,
-            });
+            };
+            for task in plan.stages.into_iter().flatten() {
+                self.enqueue(&mut b, task);
+            }
+            self.current = Some(b);
         }
         let Some(mut b) = self.current.take() else {
             return;
         };
         let mut still = Vec::with_capacity(b.pending.len());
+        let mut free: u32 = self
+            .workers
+            .values()
+            .map(|w| w.slots.saturating_sub(w.running))
+            .sum();
         for mut p in std::mem::take(&mut b.pending) {
-            let ready = p.task.inputs.iter().all(|i| {
-                self.blocks
-                    .get(&i.block)
-                    .is_some_and(|(holders, _)| !holders.is_empty())
-            });
-            if !ready {
+            if free == 0 {
+                // Every slot is taken: the rest waits for a finished task.
                 still.push(p);
                 continue;
             }
             let since = *p.ready_since.get_or_insert(now);
             p.wake = None;
-            match self.place(&p.task, now.saturating_duration_since(since)) {
+            match self.place(&mut p, now.saturating_duration_since(since)) {
                 Some((worker, local)) => {
                     let w = self
                         .workers
                         .get_mut(&worker)
                         .expect("placed on a live worker");
                     w.running += 1;
+                    free -= 1;
                     self.stats.tasks_scheduled += 1;
                     self.stats.tasks_local += u64::from(local);
                     let sources = p
@@ -380,7 +435,7 @@ impl Coordinator {
             }
         }
         b.pending = still;
-        if b.pending.is_empty() && b.running.is_empty() {
+        if b.pending.is_empty() && b.blocked.is_empty() && b.running.is_empty() {
             self.finish(b, now);
         } else {
             self.current = Some(b);
@@ -389,37 +444,9 @@ impl Coordinator {
 
     /// The worker for `task`: where its data is, if it has a slot (or the
     /// locality wait is over); `true` when that is local.
-    fn place(&self, task: &Task, waited: Duration) -> Option<(WorkerId, bool)> {
+    fn place(&self, p: &mut Pending, waited: Duration) -> Option<(WorkerId, bool)> {
         let free = |id: &WorkerId| self.workers.get(id).is_some_and(|w| w.running < w.slots);
-        // State stays where it is.
-        let state = match task.work {
-            Work::Keyed {
-                has_state: true, ..
-            }
-            | Work::WindowValue {
-                has_state: true, ..
-            } => task.inputs.last().map(|i| i.block),
-            _ => None,
-        };
-        let mut bytes: BTreeMap<WorkerId, u64> = BTreeMap::new();
-        for i in &task.inputs {
-            if let Some((holders, size)) = self.blocks.get(&i.block) {
-                for h in holders {
-                    *bytes.entry(*h).or_default() += size;
-                }
-            }
-        }
-        let preferred: Vec<WorkerId> = match state.and_then(|s| self.blocks.get(&s)) {
-            Some((holders, _)) => holders.clone(),
-            None => {
-                let max = bytes.values().copied().max().unwrap_or(0);
-                bytes
-                    .iter()
-                    .filter(|(_, b)| **b == max && max > 0)
-                    .map(|(w, _)| *w)
-                    .collect()
-            }
-        };
+        let preferred = p.preferred.get_or_insert_with(|| self.preferred(&p.task));
         if let Some(w) = preferred.iter().find(|w| free(w)) {
             return Some((*w, true));
         }
@@ -432,6 +459,38 @@ impl Coordinator {
             .filter(|(id, _)| free(id))
             .min_by_key(|(id, w)| (w.running * 1000 / w.slots, **id))
             .map(|(id, _)| (*id, preferred.is_empty()))
+    }
+
+    /// Where `task`'s data is: the holders of its previous state, else the
+    /// workers holding the most bytes of its inputs (none for a task
+    /// without input). Computed once per task, when it becomes ready.
+    fn preferred(&self, task: &Task) -> Vec<WorkerId> {
+        let state = match task.work {
+            Work::Keyed {
+                has_state: true, ..
+            }
+            | Work::WindowValue {
+                has_state: true, ..
+            } => task.inputs.last().map(|i| i.block),
+            _ => None,
+        };
+        if let Some((holders, _)) = state.and_then(|s| self.blocks.get(&s)) {
+            return holders.clone();
+        }
+        let mut bytes: BTreeMap<WorkerId, u64> = BTreeMap::new();
+        for i in &task.inputs {
+            if let Some((holders, size)) = self.blocks.get(&i.block) {
+                for h in holders {
+                    *bytes.entry(*h).or_default() += size;
+                }
+            }
+        }
+        let max = bytes.values().copied().max().unwrap_or(0);
+        bytes
+            .into_iter()
+            .filter(|(_, b)| *b == max && max > 0)
+            .map(|(w, _)| w)
+            .collect()
     }
 
     fn finish(&mut self, b: Batch, now: Instant) {
