@@ -16,13 +16,8 @@ use dstream_core::job::{Job, JobFile};
 use dstream_core::{Encoding, OperatorInfo, OperatorKind, PluginInfo};
 
 fn job(partitions: u32) -> Job {
-    let op = |name: &str, kind, input, output| OperatorInfo {
-        name: name.into(),
-        kind,
-        description: String::new(),
-        params: Vec::new(),
-        input: (Encoding::None, input),
-        output,
+    let op = |name: &str, kind, input, output| {
+        OperatorInfo::new(name, kind, (Encoding::None, input), output)
     };
     let (u, n) = (Encoding::Utf8, Encoding::U64);
     let plugins = BTreeMap::from([(

@@ -29,24 +29,42 @@ const SYLLABLES: [&str; 32] = [
     "nu", "pa", "qi", "re", "si", "tu", "wa", "xe", "yo", "ze", "ba", "ce", "di", "fu", "ga", "he",
 ];
 
-/// SplitMix64: a small, well-known generator; deterministic everywhere.
+/// SplitMix64: a small, well-known generator, the same on every machine;
+/// the generator source, the simulation and the tests draw from it.
+///
+/// ```
+/// use dstream_core::generate::SplitMix64;
+///
+/// let mut a = SplitMix64::new(1);
+/// let mut b = SplitMix64::new(1);
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// assert!(a.below(10) < 10);
+/// ```
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub struct SplitMix64(u64);
 
-impl Rng {
-    fn new(seed: u64) -> Self {
+impl SplitMix64 {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
         Self(seed)
     }
-    fn next(&mut self) -> u64 {
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
     /// Skewed towards small values: a few hot keys, a long tail.
     fn skewed(&mut self, n: u64) -> u64 {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let u = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         ((u * u * u) * n as f64) as u64
     }
 }
@@ -75,7 +93,7 @@ pub struct Pool {
 impl Pool {
     /// Builds the pool of a generator.
     pub fn new(g: &Generator) -> Self {
-        let mut rng = Rng::new(g.seed ^ 0xd57e_a400);
+        let mut rng = SplitMix64::new(g.seed ^ 0xd57e_a400);
         let len = g.record_bytes as usize;
         let mut lines = Batch::with_capacity(POOL, POOL * len);
         let mut line = String::with_capacity(len + 32);
@@ -86,9 +104,9 @@ impl Pool {
                     let page = rng.skewed(100);
                     line.push_str(&format!(
                         "/page/{page} 10.{}.{}.{} Mozilla/5.0 (X11; Linux x86_64) dstream-generator",
-                        rng.next() % 256,
-                        rng.next() % 256,
-                        rng.next() % 256
+                        rng.next_u64() % 256,
+                        rng.next_u64() % 256,
+                        rng.next_u64() % 256
                     ));
                 }
                 GenFormat::Words => {
@@ -104,7 +122,7 @@ impl Pool {
                         "g{} {} {}",
                         rng.skewed(20),
                         word(rng.skewed(500)),
-                        rng.next() % 1000
+                        rng.next_u64() % 1000
                     ));
                 }
             }
@@ -135,7 +153,7 @@ impl Pool {
         let total = self.per_batch(interval);
         let (q, r) = (total / u64::from(parts), total % u64::from(parts));
         let n = q + u64::from(u64::from(part) < r);
-        let mut rng = Rng::new(
+        let mut rng = SplitMix64::new(
             self.seed
                 .wrapping_mul(0x2545_f491_4f6c_dd1d)
                 .wrapping_add(batch.wrapping_mul(0x9e37_79b9))
@@ -144,7 +162,7 @@ impl Pool {
         let avg = self.lines.byte_len() / POOL + 1;
         let mut out = Batch::with_capacity(n as usize, n as usize * avg);
         for _ in 0..n {
-            let (k, v) = self.lines.get((rng.next() % POOL as u64) as usize);
+            let (k, v) = self.lines.get((rng.next_u64() % POOL as u64) as usize);
             out.push(k, v);
         }
         out

@@ -220,6 +220,26 @@ pub struct OperatorInfo {
     pub output: (Encoding, Encoding),
 }
 
+impl OperatorInfo {
+    /// An operator's description with no text and no parameters (for jobs
+    /// and tests built in code).
+    pub fn new(
+        name: &str,
+        kind: OperatorKind,
+        input: (Encoding, Encoding),
+        output: (Encoding, Encoding),
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            kind,
+            description: String::new(),
+            params: Vec::new(),
+            input,
+            output,
+        }
+    }
+}
+
 /// What a plugin says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PluginInfo {

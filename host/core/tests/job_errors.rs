@@ -12,14 +12,7 @@ fn op(
     input: Encoding,
     output: (Encoding, Encoding),
 ) -> OperatorInfo {
-    OperatorInfo {
-        name: name.into(),
-        kind,
-        description: String::new(),
-        params: Vec::new(),
-        input: (Encoding::None, input),
-        output,
-    }
+    OperatorInfo::new(name, kind, (Encoding::None, input), output)
 }
 
 fn plugins() -> BTreeMap<String, PluginInfo> {

@@ -9,13 +9,8 @@ use dstream_core::{Encoding, OperatorInfo, OperatorKind, PluginInfo};
 fn job(body: &str) -> Job {
     let u = Encoding::Utf8;
     let n = Encoding::U64;
-    let op = |name: &str, kind, input, output| OperatorInfo {
-        name: name.into(),
-        kind,
-        description: String::new(),
-        params: Vec::new(),
-        input: (Encoding::None, input),
-        output,
+    let op = |name: &str, kind, input, output| {
+        OperatorInfo::new(name, kind, (Encoding::None, input), output)
     };
     let plugins = BTreeMap::from([(
         "wc".to_string(),

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use dstream_core::Batch;
 use dstream_core::exec::Block;
+use dstream_core::generate::SplitMix64;
 use dstream_core::job::{Job, JobFile, NodeId};
 use dstream_runtime::local::Engine;
 use dstream_runtime::{checkpoint, plugins};
@@ -107,21 +108,6 @@ map = "topk/show"
 
 const BATCHES: u64 = 14;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const WORDS: &[&str] = &[
     "/a", "/b", "/c", "needle", "hay", "stream", "batch", "lineage", "wasm", "résumé", "x",
 ];
@@ -129,7 +115,7 @@ const WORDS: &[&str] = &[
 /// The input lines of each source at batch `n`: some batches are empty, the
 /// sizes vary, every line has at least one word.
 fn input(n: u64) -> [Vec<String>; 3] {
-    let mut rng = Rng(n * 7919);
+    let mut rng = SplitMix64::new(n * 7919);
     let mut lines = |count: u64| -> Vec<String> {
         (0..count)
             .map(|_| {
@@ -151,7 +137,7 @@ fn input(n: u64) -> [Vec<String>; 3] {
     } else {
         lines(10 + n * 7 % 23)
     };
-    let mut rng = Rng(n * 31);
+    let mut rng = SplitMix64::new(n * 31);
     let scores = (0..(n % 4) * 5)
         .map(|_| format!("g{} item{} {}", rng.below(3), rng.below(8), rng.below(100)))
         .collect();

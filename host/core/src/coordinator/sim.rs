@@ -9,23 +9,10 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::{Command, Config, Coordinator};
+use crate::generate::SplitMix64;
 use crate::job::Job;
 use crate::plan::{BlockId, Work};
 use crate::wire::WorkerId;
-
-/// SplitMix64, for seeded delays.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// A simulated cluster around a coordinator: workers finish tasks after
 /// seeded delays of 1-4 ms (10x on the one marked slow), send heartbeats
@@ -36,7 +23,7 @@ pub struct Sim {
     pub coord: Coordinator,
     /// Virtual time.
     pub now: Instant,
-    rng: Rng,
+    rng: SplitMix64,
     /// (finish time, worker, block) of running tasks.
     finishing: BinaryHeap<Reverse<(Instant, WorkerId, BlockId)>>,
     /// Workers that stopped answering (push one to silence it).
@@ -69,7 +56,7 @@ impl Sim {
         Self {
             coord,
             now,
-            rng: Rng(seed),
+            rng: SplitMix64::new(seed),
             finishing: BinaryHeap::new(),
             silent: Vec::new(),
             workers: ids,
@@ -114,7 +101,7 @@ impl Sim {
                             self.state_tasks.1 += 1;
                         }
                     }
-                    let mut ms = 1 + self.rng.next() % 4;
+                    let mut ms = 1 + self.rng.below(4);
                     if Some(worker) == self.slow {
                         ms *= 10;
                     }
