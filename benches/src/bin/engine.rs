@@ -8,6 +8,10 @@
 //! cargo run --release -p dstream-benches --bin engine [-- --quick]
 //! ```
 //!
+//! `DSTREAM_BENCH_ONLY=grep` (or `wordcount`) runs one job,
+//! `DSTREAM_BENCH_INTERVALS=100,1000` chooses the intervals (ms),
+//! `DSTREAM_BENCH_STAGES=1` prints each trial's stage times.
+//!
 //! Batches run back to back (the clock is not waited for), so a batch that
 //! finishes within its interval is one the real-time driver would keep up
 //! with. Generation of the records is part of each batch, in the engine
@@ -35,12 +39,24 @@ const IN_A_ROW: usize = 30;
 const THREADS: usize = 2;
 const PATTERN: &str = "kaka";
 
+/// Partitions per batch: one per thread at 100 ms; at 1 s, 4 per thread, so
+/// that a partition of a fast job stays well under the sandbox's 512 MiB
+/// memory limit per call (one 7.6M-record grep partition needs 766 MB and
+/// is stopped by it).
+fn partitions(interval_ms: u64) -> usize {
+    if interval_ms >= 1000 {
+        4 * THREADS
+    } else {
+        THREADS
+    }
+}
+
 fn wordcount_job(interval_ms: u64, rate: u64) -> String {
     format!(
         r#"name = "bench-wordcount"
 interval = "{interval_ms}ms"
 checkpoint_interval = "{}ms"
-partitions = {THREADS}
+partitions = {}
 [plugins]
 wc = "{}"
 [sources.lines]
@@ -56,6 +72,7 @@ from = "words"
 running_reduce = "{reducer}"
 "#,
         interval_ms * 10,
+        partitions(interval_ms),
         dstream_artifacts::WORDCOUNT,
         reducer = std::env::var("DSTREAM_BENCH_REDUCER").unwrap_or_else(|_| "wc/sum".into()),
     )
@@ -65,7 +82,7 @@ fn grep_job(interval_ms: u64, rate: u64) -> String {
     format!(
         r#"name = "bench-grep"
 interval = "{interval_ms}ms"
-partitions = {THREADS}
+partitions = {}
 [plugins]
 grep = "{}"
 [sources.lines]
@@ -78,6 +95,7 @@ from = "lines"
 filter = "grep/grep"
 params = {{ pattern = "{PATTERN}" }}
 "#,
+        partitions(interval_ms),
         dstream_artifacts::GREP
     )
 }
@@ -276,7 +294,11 @@ fn main() {
         ("wordcount (running)", wordcount_job, wordcount_by_hand),
         ("grep", grep_job, grep_by_hand),
     ];
+    let only = std::env::var("DSTREAM_BENCH_ONLY").ok();
     for (name, job, hand) in jobs {
+        if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+            continue;
+        }
         eprintln!("{name}:");
         let (hand_rate, _) = hand(
             hand_batches,
@@ -286,7 +308,12 @@ fn main() {
         );
         eprintln!("  hand-written loop, 1 thread: {hand_rate:.0} rec/s");
         let mut result = vec![name.to_string(), format!("{:.2}M", hand_rate / 1e6)];
-        for interval_ms in if quick { vec![100] } else { vec![100, 1000] } {
+        let intervals: Vec<u64> = match std::env::var("DSTREAM_BENCH_INTERVALS") {
+            Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+            Err(_) if quick => vec![100],
+            Err(_) => vec![100, 1000],
+        };
+        for interval_ms in intervals {
             let start = (hand_rate as u64 / 4).max(10_000);
             let (rate, median) = bench.max_rate(&job, interval_ms, start);
             result.push(format!(
