@@ -61,14 +61,118 @@ pub(crate) enum Command {
     /// Set up a cluster (coordinator and workers over QUIC with mutual TLS).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+
+    /// Run a cluster coordinator: schedules the batches of submitted jobs
+    /// on the workers that join it, and writes the jobs' sinks.
+    ///
+    /// Workers and the CLI must present a certificate of the cluster CA
+    /// (`dstream cluster init`); others are refused, and the refusal is
+    /// logged. Prints a line per worker joining or lost and per batch
+    /// written. Ctrl-C stops it.
+    Coordinator(CoordinatorArgs),
+
+    /// Run a cluster worker: joins the coordinator, runs the tasks it is
+    /// sent, keeps their outputs in memory and serves them to other
+    /// workers (shuffles cross between workers over QUIC).
+    Worker(WorkerArgs),
+
+    /// Send a job (the job file and the plugin components it names) to a
+    /// running coordinator.
+    ///
+    /// The job is checked here first (the same errors as `dstream run`),
+    /// and again by the coordinator. Relative sink paths resolve against
+    /// the job file's directory, as the coordinator sees it (the cluster
+    /// shares this machine's file system, or the paths are absolute).
+    Submit(SubmitArgs),
+
+    /// Show a running cluster's workers and jobs.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CertArgs {
+    /// The cluster's certificate directory (from `dstream cluster init`).
+    #[arg(long, value_name = "DIR", default_value = ".dstream/cluster")]
+    pub(crate) certs: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CoordinatorArgs {
+    /// Address to listen on (QUIC, UDP).
+    #[arg(long, value_name = "ADDR", default_value = dstream_runtime::cluster::DEFAULT_COORDINATOR)]
+    pub(crate) listen: std::net::SocketAddr,
+
+    /// A worker silent this long is declared lost.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub(crate) heartbeat_timeout: Duration,
+
+    #[command(flatten)]
+    pub(crate) certs: CertArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The coordinator's address.
+    #[arg(long, value_name = "ADDR", default_value = dstream_runtime::cluster::DEFAULT_COORDINATOR)]
+    pub(crate) join: std::net::SocketAddr,
+
+    /// Address other workers fetch blocks from (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub(crate) listen: std::net::SocketAddr,
+
+    /// The certificate to present: NAME.pem and NAME.key in --certs; also
+    /// the worker's name in `dstream status`.
+    #[arg(long, value_name = "NAME", default_value = "worker-1")]
+    pub(crate) name: String,
+
+    /// Tasks run at once [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub(crate) slots: Option<u32>,
+
+    #[command(flatten)]
+    pub(crate) certs: CertArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// The job file.
+    pub(crate) job: PathBuf,
+
+    /// The coordinator's address.
+    #[arg(long, value_name = "ADDR", default_value = dstream_runtime::cluster::DEFAULT_COORDINATOR)]
+    pub(crate) coordinator: std::net::SocketAddr,
+
+    /// Stop the job after this many batches.
+    #[arg(long, value_name = "N")]
+    pub(crate) batches: Option<u64>,
+
+    /// Wait until the job ends (finished or failed), printing its progress;
+    /// exits 1 when it failed.
+    #[arg(long)]
+    pub(crate) wait: bool,
+
+    #[command(flatten)]
+    pub(crate) certs: CertArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The coordinator's address.
+    #[arg(long, value_name = "ADDR", default_value = dstream_runtime::cluster::DEFAULT_COORDINATOR)]
+    pub(crate) coordinator: std::net::SocketAddr,
+
+    #[command(flatten)]
+    pub(crate) certs: CertArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
-    /// Make a cluster CA and certificates for the coordinator and workers.
+    /// Make a cluster CA and certificates for the coordinator, the workers
+    /// and the CLI.
     ///
     /// Writes ca.pem and ca.key (keep ca.key private: it admits nodes),
-    /// coordinator.pem/.key and worker-N.pem/.key. Coordinator and workers
+    /// coordinator.pem/.key, admin.pem/.key (used by `dstream submit` and
+    /// `dstream status`) and worker-N.pem/.key. Coordinator and workers
     /// accept only peers whose certificate this CA signed.
     Init(ClusterInitArgs),
 }
@@ -76,6 +180,7 @@ pub(crate) enum ClusterCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ClusterInitArgs {
     /// Directory for the CA and certificates (must not hold a CA already).
+    #[arg(default_value = ".dstream/cluster")]
     pub(crate) dir: PathBuf,
 
     /// How many worker certificates to make.

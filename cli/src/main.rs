@@ -5,6 +5,7 @@
 //! 2 for bad usage, as clap does).
 
 mod args;
+mod cluster;
 mod plugin;
 mod run;
 mod test_op;
@@ -37,6 +38,10 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Command::Plugin(args::PluginCommand::Inspect(a)) => plugin::inspect(a),
         args::Command::TestOp(a) => test_op::run(a),
         args::Command::Run(a) => run::run(a),
+        args::Command::Coordinator(a) => cluster::coordinator(a),
+        args::Command::Worker(a) => cluster::worker(a),
+        args::Command::Submit(a) => cluster::submit(a),
+        args::Command::Status(a) => cluster::status(a),
         args::Command::Cluster(args::ClusterCommand::Init(a)) => {
             use std::io::Write;
             let files = dstream_runtime::net::tls::init(&a.dir, a.workers)?;

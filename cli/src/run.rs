@@ -60,36 +60,80 @@ impl Progress for Lines {
     }
 }
 
-pub(crate) fn run(a: RunArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.job)
-        .with_context(|| format!("reading the job file {}", a.job.display()))?;
-    let shown = a.job.display().to_string();
+/// A job file read, its plugins loaded and the job resolved.
+pub(crate) struct LoadedJob {
+    /// The file's text.
+    pub(crate) text: String,
+    /// Its directory.
+    pub(crate) base_dir: PathBuf,
+    /// The plugins by job-local name.
+    pub(crate) plugins: BTreeMap<String, dstream_wasm::Plugin>,
+    /// Their component bytes.
+    pub(crate) components: Vec<(String, Vec<u8>)>,
+    /// The job.
+    pub(crate) job: dstream_core::job::Job,
+}
+
+/// Reads `path`, builds and loads the plugins it names, resolves the job;
+/// errors name the file, line and field.
+pub(crate) fn load_job(
+    path: &Path,
+    say: impl Fn(std::fmt::Arguments<'_>),
+) -> anyhow::Result<LoadedJob> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the job file {}", path.display()))?;
+    let shown = path.display().to_string();
     let file = JobFile::parse(&text).map_err(|e| anyhow!("{shown}:{e}"))?;
-    let base_dir: PathBuf = a
-        .job
+    let base_dir: PathBuf = path
         .parent()
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-
-    let lines = Lines { quiet: a.quiet };
     let runtime = Runtime::new(Limits::default())?;
     let mut loaded = BTreeMap::new();
+    let mut components = Vec::new();
     for (name, location) in file.plugins() {
         let path = plugins::locate(location, &base_dir);
         if path.is_dir() {
-            lines.say(format_args!(
+            say(format_args!(
                 "building plugin `{name}` from {} (the first build takes a minute)",
                 path.display()
             ));
         }
-        let p = plugins::load(&runtime, name, location, &base_dir)
-            .map_err(|e| anyhow!("{shown}:{}", file.plugin_error(name, e.to_string())))?;
+        let plugin_err = |e: dstream_runtime::Error| {
+            anyhow!("{shown}:{}", file.plugin_error(name, e.to_string()))
+        };
+        let (component, bytes) =
+            plugins::component(name, location, &base_dir).map_err(plugin_err)?;
+        let p = runtime.load(name, &bytes).map_err(|e| {
+            anyhow!(
+                "{shown}:{}",
+                file.plugin_error(name, format!("{}: {e}", component.display()))
+            )
+        })?;
         loaded.insert(name.to_string(), p);
+        components.push((name.to_string(), bytes));
     }
     let job = file
         .resolve(&plugins::infos(&loaded))
         .map_err(|e| anyhow!("{shown}:{e}"))?;
+    Ok(LoadedJob {
+        text,
+        base_dir,
+        plugins: loaded,
+        components,
+        job,
+    })
+}
+
+pub(crate) fn run(a: RunArgs) -> anyhow::Result<()> {
+    let lines = Lines { quiet: a.quiet };
+    let LoadedJob {
+        base_dir,
+        plugins: loaded,
+        job,
+        ..
+    } = load_job(&a.job, |l| lines.say(l))?;
 
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)

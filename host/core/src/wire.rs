@@ -11,12 +11,12 @@
 //! ```
 //! use dstream_core::wire::{FrameReader, Message, encode};
 //!
-//! let bytes = encode(&Message::Heartbeat { worker: 7 }).unwrap();
+//! let bytes = encode(&Message::Registered { worker: 7 }).unwrap();
 //! let mut r = FrameReader::new();
 //! r.push(&bytes[..3]);
 //! assert_eq!(r.next_message::<Message>().unwrap(), None); // not whole yet
 //! r.push(&bytes[3..]);
-//! assert_eq!(r.next_message::<Message>().unwrap(), Some(Message::Heartbeat { worker: 7 }));
+//! assert_eq!(r.next_message::<Message>().unwrap(), Some(Message::Registered { worker: 7 }));
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -52,19 +52,100 @@ pub enum WireError {
     Malformed(String),
 }
 
-/// Everything coordinator and workers say to each other.
+/// A worker as its peers reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Its id.
+    pub worker: WorkerId,
+    /// Its data address (`host:port`).
+    pub addr: String,
+}
+
+/// A job as submitted: the job file's text and the plugin components it
+/// names, so that no node needs the submitter's files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The job file's text.
+    pub text: String,
+    /// The job file's directory on the submitting machine: relative sink
+    /// paths resolve there.
+    pub base_dir: String,
+    /// Each plugin by its name in the job, as component bytes.
+    pub plugins: Vec<(String, Vec<u8>)>,
+    /// Stop after this many batches (`None`: run until stopped).
+    pub batches: Option<u64>,
+}
+
+/// What a worker has done, sent with its heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Tasks run.
+    pub tasks_run: u64,
+    /// Task inputs read from its own store.
+    pub local_inputs: u64,
+    /// Task inputs fetched from other workers.
+    pub fetched_blocks: u64,
+    /// Bytes of them.
+    pub fetched_bytes: u64,
+    /// Blocks other workers fetched from it.
+    pub served_blocks: u64,
+    /// Blocks in its store now.
+    pub blocks_held: u64,
+    /// Bytes in its store now.
+    pub bytes_held: u64,
+}
+
+/// One worker, as `dstream status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Its id.
+    pub worker: WorkerId,
+    /// Its name (from its certificate's file name or `--name`).
+    pub name: String,
+    /// Its data address.
+    pub addr: String,
+    /// Task slots.
+    pub slots: u32,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms: u64,
+    /// What it reported.
+    pub stats: WorkerStats,
+}
+
+/// One job, as `dstream status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// Its id.
+    pub job: u32,
+    /// Its name.
+    pub name: String,
+    /// `loading`, `running`, `finished` or `failed: why`.
+    pub state: String,
+    /// Batches whose outputs are written.
+    pub batches_done: u64,
+    /// The last batch's processing time, in microseconds.
+    pub last_processing_us: u64,
+    /// The last batch's scheduling delay, in microseconds.
+    pub last_delay_us: u64,
+    /// Records written by its sinks so far.
+    pub records_out: u64,
+}
+
+/// Everything coordinator, workers and the CLI say to each other. Each
+/// request travels on its own stream and gets one answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
-    /// Worker to coordinator, first on its control stream.
+    /// Worker to coordinator, first on its connection. Answer:
+    /// [`Message::Registered`].
     Register {
-        /// A name for logs (host name, say).
+        /// A name for logs and status.
         name: String,
         /// Tasks it runs at once.
         slots: u32,
-        /// Where peers fetch blocks from it.
+        /// Where peers fetch blocks from it (`host:port`).
         data_addr: String,
     },
-    /// The coordinator's answer.
+    /// The coordinator's answer to [`Message::Register`].
     Registered {
         /// The worker's id from now on.
         worker: WorkerId,
@@ -73,6 +154,21 @@ pub enum Message {
     Heartbeat {
         /// Who.
         worker: WorkerId,
+        /// What it has done so far.
+        stats: WorkerStats,
+    },
+    /// Coordinator to worker: load this job (compile its plugins) before
+    /// its tasks come.
+    StartJob {
+        /// Job id.
+        job: u32,
+        /// The job.
+        spec: JobSpec,
+    },
+    /// Coordinator to worker: the job is over, free what it holds.
+    StopJob {
+        /// Job id.
+        job: u32,
     },
     /// Coordinator to worker: run a task; `sources` says where each input
     /// block lives.
@@ -82,7 +178,7 @@ pub enum Message {
         /// The task.
         task: Task,
         /// For each input block, the workers holding it.
-        sources: Vec<(BlockId, Vec<WorkerId>)>,
+        sources: Vec<(BlockId, Vec<Peer>)>,
     },
     /// Worker to coordinator: a task's output is in its block store.
     TaskDone {
@@ -104,7 +200,14 @@ pub enum Message {
         /// Why.
         message: String,
     },
-    /// Worker to worker: send me a block (or one bucket of it).
+    /// Coordinator to worker: blocks no later batch needs.
+    Drop {
+        /// Job id.
+        job: u32,
+        /// The blocks.
+        blocks: Vec<BlockId>,
+    },
+    /// To a worker: send me a block (or one bucket of it).
     Fetch {
         /// Job id.
         job: u32,
@@ -120,6 +223,29 @@ pub enum Message {
         /// The offsets.
         bounds: Vec<u32>,
     },
+    /// CLI to coordinator: run this job. Answer: [`Message::Submitted`].
+    Submit {
+        /// The job.
+        spec: JobSpec,
+    },
+    /// The answer to [`Message::Submit`].
+    Submitted {
+        /// The job's id.
+        job: u32,
+        /// Its name.
+        name: String,
+    },
+    /// CLI to coordinator: workers and jobs. Answer: [`Message::Status`].
+    GetStatus,
+    /// The answer to [`Message::GetStatus`].
+    Status {
+        /// Workers in the cluster.
+        workers: Vec<WorkerStatus>,
+        /// Jobs, running or not.
+        jobs: Vec<JobStatus>,
+    },
+    /// The answer to a request that needs nothing back.
+    Ack,
     /// Any peer: something was wrong with what you sent.
     Error {
         /// What.
@@ -231,7 +357,13 @@ mod tests {
             Message::RunTask {
                 job: 1,
                 task: task(),
-                sources: vec![(task().inputs[0].block, vec![1, 2])],
+                sources: vec![(
+                    task().inputs[0].block,
+                    vec![Peer {
+                        worker: 2,
+                        addr: "127.0.0.1:2".into(),
+                    }],
+                )],
             },
             Message::Block {
                 data: b"abc".to_vec(),
@@ -256,7 +388,7 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors() {
-        let mut frame = encode(&Message::Heartbeat { worker: 1 }).unwrap();
+        let mut frame = encode(&Message::Registered { worker: 1 }).unwrap();
         // Another version.
         frame[4] = 9;
         let mut r = FrameReader::new();
@@ -280,7 +412,7 @@ mod tests {
             Err(WireError::Malformed(_))
         ));
         // Cut short.
-        let good = encode(&Message::Heartbeat { worker: 1 }).unwrap();
+        let good = encode(&Message::Registered { worker: 1 }).unwrap();
         let mut r = FrameReader::new();
         r.push(&good[..good.len() - 1]);
         assert_eq!(r.next_message::<Message>(), Ok(None));

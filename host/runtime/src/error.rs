@@ -62,6 +62,10 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A job that cannot run (a bad job file, a source the cluster cannot
+    /// run, an unknown job).
+    #[error("{0}")]
+    Job(String),
     /// A task of a batch failed.
     #[error("batch {batch}: {source}")]
     Batch {

@@ -10,9 +10,13 @@
 //! - [`checkpoint`]: state written to a directory atomically, and read back.
 //! - [`net`]: the cluster transport, QUIC with mutual TLS (certificates
 //!   from a cluster CA), framed messages.
+//! - [`cluster`]: the coordinator and worker processes and the CLI's
+//!   client, driving the core's coordinator over [`net`].
 //! - [`plugins`]: loading a job's plugins (building plugin crates on the spot).
 
+mod calls;
 pub mod checkpoint;
+pub mod cluster;
 pub mod driver;
 pub mod error;
 pub mod local;

@@ -12,66 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dstream_core::Batch;
-use dstream_core::exec::{Block, CallError, Calls, Executor, Pools};
-use dstream_core::job::{Job, NodeId, NodeKind, PluginOp};
+use dstream_core::exec::{Block, Executor, Pools};
+use dstream_core::job::{Job, NodeId, NodeKind};
 use dstream_core::plan::{Aux, BlockId, DatasetId, Planner, Work};
-use dstream_wasm::{Plugin, Stage};
+use dstream_wasm::Plugin;
 use rayon::prelude::*;
 
 use crate::Error;
+use crate::calls::WasmCalls;
 use crate::store::BlockStore;
-
-/// Plugin calls through the Wasm sandbox.
-#[derive(Debug)]
-struct WasmCalls<'a> {
-    plugins: &'a BTreeMap<String, Plugin>,
-    calls: &'a AtomicUsize,
-}
-
-impl WasmCalls<'_> {
-    fn plugin(&self, op: &PluginOp) -> Result<&Plugin, CallError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.plugins
-            .get(&op.plugin)
-            .ok_or_else(|| format!("plugin `{}` is not loaded", op.plugin).into())
-    }
-}
-
-impl Calls for WasmCalls<'_> {
-    fn one_input(&self, ops: &[&PluginOp], input: &Batch) -> Result<Batch, CallError> {
-        let plugin = self.plugin(ops[0])?;
-        Ok(match ops {
-            [op] => plugin.apply(&op.op, &op.params, input)?,
-            _ => {
-                let stages: Vec<Stage> = ops
-                    .iter()
-                    .map(|o| Stage {
-                        op: o.op.clone(),
-                        params: o.params.clone(),
-                    })
-                    .collect();
-                plugin.pipeline(&stages, input)?
-            }
-        })
-    }
-
-    fn update_state(
-        &self,
-        op: &PluginOp,
-        input: &Batch,
-        state: &Batch,
-    ) -> Result<Batch, CallError> {
-        Ok(self
-            .plugin(op)?
-            .update_state(&op.op, &op.params, input, state)?)
-    }
-
-    fn inverse(&self, op: &PluginOp, current: &Batch, leaving: &Batch) -> Result<Batch, CallError> {
-        Ok(self
-            .plugin(op)?
-            .inverse(&op.op, &op.params, current, leaving)?)
-    }
-}
 
 /// What one batch did.
 #[derive(Debug, Clone, PartialEq, Eq)]

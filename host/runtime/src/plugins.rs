@@ -27,6 +27,16 @@ pub fn load(
     location: &str,
     base_dir: &Path,
 ) -> Result<Plugin, Error> {
+    let (path, bytes) = component(name, location, base_dir)?;
+    runtime.load(name, &bytes).map_err(|e| Error::Plugin {
+        name: name.to_string(),
+        message: format!("{}: {e}", path.display()),
+    })
+}
+
+/// The component of plugin `name` at `location` (building a crate
+/// directory first): its path and bytes.
+pub fn component(name: &str, location: &str, base_dir: &Path) -> Result<(PathBuf, Vec<u8>), Error> {
     let err = |message: String| Error::Plugin {
         name: name.to_string(),
         message,
@@ -72,9 +82,7 @@ pub fn load(
     };
     let bytes = std::fs::read(&component)
         .map_err(|e| err(format!("reading {}: {e}", component.display())))?;
-    runtime
-        .load(name, &bytes)
-        .map_err(|e| err(format!("{}: {e}", component.display())))
+    Ok((component, bytes))
 }
 
 /// The descriptions of loaded plugins, for resolving a job file.

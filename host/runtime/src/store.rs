@@ -30,6 +30,14 @@ impl BlockStore {
         self.blocks.read().expect("store lock").get(id).cloned()
     }
 
+    /// Removes blocks (absent ones are ignored).
+    pub fn remove(&self, ids: &[BlockId]) {
+        let mut g = self.blocks.write().expect("store lock");
+        for id in ids {
+            g.remove(id);
+        }
+    }
+
     /// Keeps only blocks of datasets in `keep` or of batches after `batch`.
     pub fn retain(&self, batch: u64, keep: &BTreeSet<DatasetId>) {
         self.blocks

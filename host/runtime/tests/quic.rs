@@ -25,7 +25,7 @@ fn server(dir: &Path) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Strin
         while let Some(c) = net::accept(&ep).await {
             match c {
                 Ok(conn) => {
-                    tokio::spawn(net::serve(conn, handler));
+                    tokio::spawn(net::serve(conn, |m| async move { handler(m) }));
                 }
                 Err(e) => {
                     let _ = tx.send(e.to_string());
@@ -48,7 +48,7 @@ fn register() -> Message {
 async fn peers_of_one_cluster_talk() {
     let dir = tempfile::tempdir().unwrap();
     let files = tls::init(dir.path(), 2).unwrap();
-    assert_eq!(files.len(), 2 + 2 * 3);
+    assert_eq!(files.len(), 2 + 2 * 4);
     assert!(
         tls::init(dir.path(), 1)
             .unwrap_err()
@@ -68,13 +68,13 @@ async fn peers_of_one_cluster_talk() {
     for w in 0..20 {
         let conn = conn.clone();
         all.push(tokio::spawn(async move {
-            net::request(&conn, &Message::Heartbeat { worker: w }).await
+            net::request(&conn, &Message::StopJob { job: w }).await
         }));
     }
     for (w, h) in all.into_iter().enumerate() {
         assert_eq!(
             h.await.unwrap().unwrap(),
-            Message::Heartbeat { worker: w as u32 }
+            Message::StopJob { job: w as u32 }
         );
     }
 }
@@ -110,13 +110,14 @@ async fn a_worker_of_another_ca_is_refused_and_the_refusal_is_logged() {
 }
 
 #[tokio::test]
-async fn a_malformed_or_truncated_frame_fails_only_its_stream() {
+async fn a_malformed_or_truncated_frame_closes_only_its_connection() {
     let dir = tempfile::tempdir().unwrap();
     tls::init(dir.path(), 1).unwrap();
     let (addr, _r) = server(dir.path());
     let id = tls::Identity::load(dir.path(), "worker-1").unwrap();
     let ep = net::client(&id).unwrap();
-    let conn = net::connect(&ep, addr).await.unwrap();
+    // A well-behaved connection, open all along.
+    let bystander = net::connect(&ep, addr).await.unwrap();
     let good = wire::encode(&register()).unwrap();
     let mut other_version = good.clone();
     other_version[4] = 9;
@@ -125,17 +126,19 @@ async fn a_malformed_or_truncated_frame_fails_only_its_stream() {
         (good[..good.len() - 2].to_vec(), "ended inside a frame"),
         (other_version, "protocol version 9"),
     ] {
+        let conn = net::connect(&ep, addr).await.unwrap();
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         send.write_all(&bytes).await.unwrap();
         send.finish().unwrap();
-        match net::read(&mut recv).await.unwrap() {
-            Message::Error { message } => assert!(message.contains(expect), "{message}"),
-            other => panic!("answered {other:?}"),
-        }
+        assert!(net::read(&mut recv).await.is_err());
+        // The connection is closed, with the reason.
+        let closed = conn.closed().await.to_string();
+        assert!(closed.contains(expect), "{closed}");
+        assert!(net::request(&conn, &register()).await.is_err());
+        // The other connection still serves requests.
+        assert_eq!(
+            net::request(&bystander, &register()).await.unwrap(),
+            Message::Registered { worker: 1 }
+        );
     }
-    // The connection still serves good requests.
-    assert_eq!(
-        net::request(&conn, &register()).await.unwrap(),
-        Message::Registered { worker: 1 }
-    );
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub mod sim;
 
 use crate::job::Job;
-use crate::plan::{BlockId, Planner, Task, Work};
+use crate::plan::{Aux, BlockId, DatasetId, Planner, Task, Work};
 use crate::reduce::FixedState;
 use crate::wire::WorkerId;
 
@@ -34,6 +34,8 @@ pub struct Config {
     /// How long a task waits for a slot on the worker holding its data
     /// before it runs anywhere.
     pub locality_wait: Duration,
+    /// Stop after this batch (`None`: run until stopped).
+    pub last_batch: Option<u64>,
 }
 
 impl Default for Config {
@@ -41,6 +43,7 @@ impl Default for Config {
         Self {
             heartbeat_timeout: Duration::from_secs(3),
             locality_wait: Duration::from_millis(20),
+            last_batch: None,
         }
     }
 }
@@ -57,7 +60,9 @@ pub enum Command {
         /// For each input block, the workers that hold it.
         sources: Vec<(BlockId, Vec<WorkerId>)>,
     },
-    /// Every task of a batch finished.
+    /// Every task of a batch finished. Its `outputs` (the partitions its
+    /// sinks write, with the workers holding them) stay stored until
+    /// [`handle_output_written`](Coordinator::handle_output_written).
     BatchDone {
         /// Batch number.
         batch: u64,
@@ -65,6 +70,9 @@ pub enum Command {
         processing: Duration,
         /// How late it started after its interval ended.
         delay: Duration,
+        /// For each sink of the job that writes at this batch (in job
+        /// order): its partitions, in order, and the workers holding each.
+        outputs: Vec<SinkOutput>,
     },
     /// Blocks no later batch needs: the worker may drop them.
     Drop {
@@ -78,6 +86,16 @@ pub enum Command {
         /// The worker.
         worker: WorkerId,
     },
+}
+
+/// What one sink writes for a finished batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkOutput {
+    /// The sink (its index in [`Job::sinks`]).
+    pub sink: usize,
+    /// The partitions of the stream it writes, in order, with the workers
+    /// holding each.
+    pub parts: Vec<(BlockId, Vec<WorkerId>)>,
 }
 
 #[derive(Debug)]
@@ -142,6 +160,9 @@ pub struct Coordinator {
     current: Option<Batch>,
     commands: VecDeque<Command>,
     stats: Stats,
+    /// Outputs of finished batches not written yet, by batch: kept until
+    /// the sinks are done with them.
+    held: BTreeMap<u64, Vec<BlockId>>,
 }
 
 impl Coordinator {
@@ -158,7 +179,27 @@ impl Coordinator {
             current: None,
             commands: VecDeque::new(),
             stats: Stats::default(),
+            held: BTreeMap::new(),
         }
+    }
+
+    /// The job.
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+
+    /// True when the last batch (see [`Config::last_batch`]) finished and
+    /// its outputs were written.
+    pub fn is_finished(&self) -> bool {
+        self.config
+            .last_batch
+            .is_some_and(|l| self.next_batch > l && self.current.is_none())
+            && self.held.is_empty()
+    }
+
+    /// The batch running now, if any.
+    pub fn running_batch(&self) -> Option<u64> {
+        self.current.as_ref().map(|b| b.number)
     }
 
     /// Counters so far.
@@ -174,7 +215,16 @@ impl Coordinator {
     /// A worker registered with `slots` task slots; returns its id.
     pub fn handle_register(&mut self, slots: u32, now: Instant) -> WorkerId {
         let id = self.next_worker;
-        self.next_worker += 1;
+        self.handle_register_as(id, slots, now);
+        id
+    }
+
+    /// A worker registered under an id the caller chose (a cluster running
+    /// several jobs names its workers once for all of them). Ids of later
+    /// [`handle_register`](Self::handle_register) calls follow the largest
+    /// seen.
+    pub fn handle_register_as(&mut self, id: WorkerId, slots: u32, now: Instant) {
+        self.next_worker = self.next_worker.max(id + 1);
         self.workers.insert(
             id,
             Worker {
@@ -184,7 +234,34 @@ impl Coordinator {
             },
         );
         self.schedule(now);
-        id
+    }
+
+    /// The transport knows `worker` is gone (its connection closed): it is
+    /// out of scheduling at once, as if its heartbeats had stopped.
+    pub fn handle_worker_lost(&mut self, worker: WorkerId, now: Instant) {
+        if self.workers.contains_key(&worker) {
+            self.lose(worker);
+            self.schedule(now);
+        }
+    }
+
+    /// The sinks wrote batch `batch`'s outputs: the blocks kept for them
+    /// can go.
+    pub fn handle_output_written(&mut self, batch: u64) {
+        let Some(blocks) = self.held.remove(&batch) else {
+            return;
+        };
+        let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
+        for id in blocks {
+            if let Some((holders, _)) = self.blocks.remove(&id) {
+                for h in holders {
+                    drops.entry(h).or_default().push(id);
+                }
+            }
+        }
+        for (worker, blocks) in drops {
+            self.commands.push_back(Command::Drop { worker, blocks });
+        }
     }
 
     /// A worker is alive.
@@ -256,6 +333,7 @@ impl Coordinator {
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let due = match &self.current {
+            None if self.config.last_batch.is_some_and(|l| self.next_batch > l) => None,
             None => Some(self.due(self.next_batch)),
             Some(b) => b.pending.iter().filter_map(|p| p.wake).min(),
         };
@@ -361,7 +439,11 @@ impl Coordinator {
 
     /// Starts the due batch and places every task that can run.
     fn schedule(&mut self, now: Instant) {
-        if self.current.is_none() && now >= self.due(self.next_batch) && !self.workers.is_empty() {
+        if self.current.is_none()
+            && now >= self.due(self.next_batch)
+            && !self.workers.is_empty()
+            && self.config.last_batch.is_none_or(|l| self.next_batch <= l)
+        {
             let number = self.next_batch;
             self.next_batch += 1;
             let plan = Planner::new(&self.job).plan(number);
@@ -495,16 +577,56 @@ impl Coordinator {
 
     fn finish(&mut self, b: Batch, now: Instant) {
         self.stats.batches_done += 1;
+        let mut outputs = Vec::new();
+        let mut held = BTreeSet::new();
+        for (i, sink) in self.job.sinks.iter().enumerate() {
+            if !self.job.computes_at(sink.from, b.number) {
+                continue;
+            }
+            let parts = (0..self.job.partitions)
+                .map(|part| {
+                    let id = BlockId {
+                        dataset: DatasetId {
+                            node: sink.from,
+                            batch: b.number,
+                            aux: Aux::Main,
+                        },
+                        part,
+                    };
+                    held.insert(id);
+                    let holders = self
+                        .blocks
+                        .get(&id)
+                        .map(|h| h.0.clone())
+                        .unwrap_or_default();
+                    (id, holders)
+                })
+                .collect();
+            outputs.push(SinkOutput { sink: i, parts });
+        }
         self.commands.push_back(Command::BatchDone {
             batch: b.number,
             processing: now - b.started,
             delay: b.delay,
+            outputs,
         });
-        // Retention: drop what no later batch reads.
+        // Retention: drop what no later batch reads, except the outputs
+        // the sinks have not written yet.
         let keep = Planner::new(&self.job).needed_after(b.number);
+        if !held.is_empty() {
+            self.held.insert(
+                b.number,
+                held.iter()
+                    .filter(|id| !keep.contains(&id.dataset))
+                    .copied()
+                    .collect(),
+            );
+        }
+        let all_held: BTreeSet<BlockId> = self.held.values().flatten().copied().collect();
         let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
         self.blocks.retain(|id, (holders, _)| {
-            let kept = id.dataset.batch > b.number || keep.contains(&id.dataset);
+            let kept =
+                id.dataset.batch > b.number || keep.contains(&id.dataset) || all_held.contains(id);
             if !kept {
                 for h in holders.iter() {
                     drops.entry(*h).or_default().push(*id);

@@ -111,7 +111,11 @@ impl Sim {
                         task.output,
                     )));
                 }
-                Command::BatchDone { batch, .. } => self.done.push(batch),
+                Command::BatchDone { batch, .. } => {
+                    // The simulated sinks write at once.
+                    self.coord.handle_output_written(batch);
+                    self.done.push(batch);
+                }
                 Command::WorkerLost { worker } => self.lost.push(worker),
                 Command::Drop { .. } => {}
             }

@@ -2,8 +2,9 @@
 //! stream per request and response, each message one frame of
 //! [`dstream_core::wire`].
 //!
-//! A malformed or truncated frame fails that stream only: the connection and
-//! its other streams go on, and the error is logged.
+//! A malformed or truncated frame, or a peer speaking another protocol
+//! version, closes that connection (with the reason) and is logged; the
+//! node's other connections go on.
 
 pub mod tls;
 
@@ -27,6 +28,15 @@ fn net_err(what: impl Into<String>, e: impl std::fmt::Display) -> Error {
 pub fn server(addr: SocketAddr, id: &tls::Identity) -> Result<quinn::Endpoint, Error> {
     let cfg = id.server_config()?;
     quinn::Endpoint::server(cfg, addr).map_err(|e| net_err(format!("listening on {addr}"), e))
+}
+
+/// An endpoint on `addr` that both accepts peers and connects to them,
+/// with this node's identity (workers: peers fetch blocks from it, and it
+/// fetches from them).
+pub fn endpoint(addr: SocketAddr, id: &tls::Identity) -> Result<quinn::Endpoint, Error> {
+    let mut ep = server(addr, id)?;
+    ep.set_default_client_config(id.client_config()?);
+    Ok(ep)
 }
 
 /// A client endpoint with this node's identity.
@@ -103,11 +113,13 @@ pub async fn request(conn: &quinn::Connection, msg: &Message) -> Result<Message,
 }
 
 /// Answers every request on `conn` with `handler` until the connection
-/// closes. A stream whose request is malformed gets an
-/// [`Message::Error`] answer and is logged; the others go on.
-pub async fn serve<F>(conn: quinn::Connection, handler: F)
+/// closes, each request concurrently. A request that is not a whole,
+/// well-formed frame of this protocol version closes the connection, with
+/// the error as the reason, and is logged.
+pub async fn serve<F, Fut>(conn: quinn::Connection, handler: F)
 where
-    F: Fn(Message) -> Message + Send + Sync + Clone + 'static,
+    F: Fn(Message) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Message> + Send + 'static,
 {
     let peer = conn.remote_address();
     loop {
@@ -119,14 +131,16 @@ where
             }
         };
         let handler = handler.clone();
+        let conn = conn.clone();
         tokio::spawn(async move {
             let answer = match read(&mut recv).await {
-                Ok(m) => handler(m),
+                Ok(m) => handler(m).await,
                 Err(e) => {
-                    tracing::warn!(%peer, error = %e, "bad request; answering with an error");
-                    Message::Error {
-                        message: e.to_string(),
-                    }
+                    tracing::error!(%peer, error = %e, "bad request; closing the connection");
+                    let reason = e.to_string();
+                    let reason = &reason.as_bytes()[..reason.len().min(512)];
+                    conn.close(quinn::VarInt::from_u32(1), reason);
+                    return;
                 }
             };
             if let Err(e) = write(&mut send, &answer).await {

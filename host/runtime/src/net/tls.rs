@@ -32,8 +32,9 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Makes a cluster CA in `dir` and certificates for the coordinator and
-/// for `workers` workers (`worker-1` ...); returns the files written.
+/// Makes a cluster CA in `dir` and certificates for the coordinator, for
+/// `workers` workers (`worker-1` ...) and for `admin` (what `dstream
+/// submit` and `dstream status` present); returns the files written.
 /// Refuses to overwrite an existing CA.
 pub fn init(dir: &Path, workers: u32) -> Result<Vec<PathBuf>, Error> {
     let ca_key_path = dir.join("ca.key");
@@ -62,7 +63,8 @@ pub fn init(dir: &Path, workers: u32) -> Result<Vec<PathBuf>, Error> {
     write_private(&ca_key_path, &ca_key.serialize_pem())?;
     written.extend([ca_pem, ca_key_path]);
     let issuer = Issuer::new(ca, ca_key);
-    let names = std::iter::once("coordinator".to_string())
+    let names = ["coordinator".to_string(), "admin".to_string()]
+        .into_iter()
         .chain((1..=workers).map(|i| format!("worker-{i}")));
     for name in names {
         let key = KeyPair::generate().map_err(err)?;

@@ -1,0 +1,908 @@
+//! The coordinator process: one core [`Coordinator`] per job, driven by
+//! the events of the network and the clock.
+//!
+//! Everything that decides runs on one task (the event loop) without
+//! waiting on the network: requests from workers and the CLI arrive as
+//! events, answers and commands leave on tasks of their own. Each job's
+//! finished batches go to that job's sink task, which fetches the outputs
+//! from the workers and writes them in batch order; only then are the
+//! blocks dropped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dstream_core::Batch;
+use dstream_core::coordinator::{Command, Config, Coordinator};
+use dstream_core::job::Job;
+use dstream_core::plan::BlockId;
+use dstream_core::wire::{JobSpec, JobStatus, Message, Peer, WorkerId, WorkerStats, WorkerStatus};
+use dstream_wasm::Runtime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Peers, load_job};
+use crate::Error;
+use crate::net::{self, tls::Identity};
+use crate::sink::{self, Output, Sink};
+
+/// How the coordinator runs.
+#[derive(Debug, Clone)]
+pub struct CoordinatorOptions {
+    /// Where workers and the CLI reach it.
+    pub listen: SocketAddr,
+    /// A worker silent this long is lost.
+    pub heartbeat_timeout: Duration,
+}
+
+/// What the coordinator reports as it goes (the CLI prints these).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// Listening on this address.
+    Listening(SocketAddr),
+    /// A worker registered.
+    WorkerJoined {
+        /// Its id.
+        worker: WorkerId,
+        /// Its name.
+        name: String,
+        /// Its data address.
+        addr: String,
+        /// Its task slots.
+        slots: u32,
+    },
+    /// A worker was lost (silent, or its connection closed).
+    WorkerLost {
+        /// Its id.
+        worker: WorkerId,
+        /// Why.
+        reason: String,
+    },
+    /// A job was accepted.
+    JobSubmitted {
+        /// Its id.
+        job: u32,
+        /// Its name.
+        name: String,
+    },
+    /// A batch's outputs are written.
+    Batch {
+        /// Job id.
+        job: u32,
+        /// Batch number.
+        batch: u64,
+        /// From the batch's start to its last task's end.
+        processing: Duration,
+        /// How late it started.
+        delay: Duration,
+        /// Records its sinks wrote.
+        records_out: u64,
+    },
+    /// A job ran its last batch.
+    JobFinished {
+        /// Its id.
+        job: u32,
+        /// Batches it ran.
+        batches: u64,
+    },
+    /// A job failed.
+    JobFailed {
+        /// Its id.
+        job: u32,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Blocks and the workers holding them.
+type Located = Vec<(BlockId, Vec<Peer>)>;
+
+/// A finished batch for a job's sink task.
+#[derive(Debug)]
+struct Outputs {
+    batch: u64,
+    processing: Duration,
+    delay: Duration,
+    /// Per sink (index in the job): the partitions and who holds them.
+    parts: Vec<(usize, Located)>,
+}
+
+enum Event {
+    /// A request from a peer, to be answered on `reply`.
+    Request {
+        conn: quinn::Connection,
+        msg: Message,
+        reply: oneshot::Sender<Message>,
+    },
+    /// A job, loaded and checked off the loop.
+    Submit {
+        spec: JobSpec,
+        job: Job,
+        sinks: Vec<Box<dyn Sink>>,
+        reply: oneshot::Sender<Message>,
+    },
+    /// A worker answered a StartJob.
+    Loaded {
+        job: u32,
+        worker: WorkerId,
+        result: Result<(), String>,
+    },
+    /// A job's sinks wrote a batch (or failed to).
+    Written {
+        job: u32,
+        batch: u64,
+        processing: Duration,
+        delay: Duration,
+        result: Result<u64, String>,
+    },
+    /// A connection closed.
+    Closed { conn: usize, reason: String },
+}
+
+#[derive(Debug)]
+struct WorkerEntry {
+    name: String,
+    addr: String,
+    slots: u32,
+    conn: quinn::Connection,
+    last_seen: Instant,
+    stats: WorkerStats,
+}
+
+#[derive(Debug, PartialEq)]
+enum JobState {
+    Loading,
+    Running,
+    Finished,
+    Failed(String),
+}
+
+struct JobEntry {
+    spec: Arc<JobSpec>,
+    job: Arc<Job>,
+    state: JobState,
+    coord: Option<Coordinator>,
+    /// Workers that have not answered the StartJob sent at submission.
+    waiting: BTreeSet<WorkerId>,
+    /// Workers that loaded the job.
+    loaded: BTreeSet<WorkerId>,
+    sinks: Option<mpsc::UnboundedSender<Outputs>>,
+    status: JobStatus,
+}
+
+struct State {
+    timeout: Duration,
+    workers: BTreeMap<WorkerId, WorkerEntry>,
+    by_conn: HashMap<usize, WorkerId>,
+    next_worker: WorkerId,
+    jobs: BTreeMap<u32, JobEntry>,
+    next_job: u32,
+    peers: Peers,
+    events: mpsc::UnboundedSender<Event>,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+/// Runs the coordinator until `stop` resolves.
+pub async fn run(
+    opts: CoordinatorOptions,
+    identity: &Identity,
+    runtime: Runtime,
+    reports: mpsc::UnboundedSender<Report>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let ep = net::endpoint(opts.listen, identity)?;
+    let addr = ep
+        .local_addr()
+        .map_err(|e| Error::io("reading the coordinator's address", e))?;
+    tracing::info!(%addr, "coordinator listening");
+    let _ = reports.send(Report::Listening(addr));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let accepting = {
+        let ep = ep.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(c) = net::accept(&ep).await {
+                let Ok(conn) = c else { continue };
+                tokio::spawn(watch(conn.clone(), tx.clone()));
+                tokio::spawn(net::serve(
+                    conn.clone(),
+                    handler(conn, tx.clone(), runtime.clone()),
+                ));
+            }
+        })
+    };
+    let mut state = State {
+        timeout: opts.heartbeat_timeout,
+        workers: BTreeMap::new(),
+        by_conn: HashMap::new(),
+        next_worker: 1,
+        jobs: BTreeMap::new(),
+        next_job: 1,
+        peers: Peers::new(ep.clone()),
+        events: tx,
+        reports,
+    };
+    tokio::pin!(stop);
+    loop {
+        let wake = state.next_wake();
+        let sleep = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut stop => break,
+            e = rx.recv() => match e {
+                Some(e) => state.handle(e),
+                None => break,
+            },
+            () = sleep => state.tick(Instant::now()),
+        }
+        state.drain();
+    }
+    accepting.abort();
+    ep.close(quinn::VarInt::from_u32(0), b"coordinator stopping");
+    Ok(())
+}
+
+/// Tells the loop when `conn` closes.
+async fn watch(conn: quinn::Connection, tx: mpsc::UnboundedSender<Event>) {
+    let reason = conn.closed().await;
+    let _ = tx.send(Event::Closed {
+        conn: conn.stable_id(),
+        reason: reason.to_string(),
+    });
+}
+
+/// The request handler of one connection: submissions are loaded and
+/// checked here (compiling plugins takes a while), everything else goes to
+/// the loop.
+fn handler(
+    conn: quinn::Connection,
+    tx: mpsc::UnboundedSender<Event>,
+    runtime: Runtime,
+) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = Message> + Send>>
++ Send
++ Sync
++ Clone
++ 'static {
+    move |msg: Message| {
+        let (conn, tx, runtime) = (conn.clone(), tx.clone(), runtime.clone());
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let event = match msg {
+                Message::Submit { spec } => match prepare(runtime, spec).await {
+                    Ok((spec, job, sinks)) => Event::Submit {
+                        spec,
+                        job,
+                        sinks,
+                        reply,
+                    },
+                    Err(e) => {
+                        return Message::Error {
+                            message: e.to_string(),
+                        };
+                    }
+                },
+                msg => Event::Request { conn, msg, reply },
+            };
+            if tx.send(event).is_err() {
+                return Message::Error {
+                    message: "the coordinator is stopping".into(),
+                };
+            }
+            answer.await.unwrap_or(Message::Error {
+                message: "the coordinator is stopping".into(),
+            })
+        })
+    }
+}
+
+/// Loads a submitted job (compiles its plugins, resolves the job file) and
+/// opens its sinks.
+async fn prepare(
+    runtime: Runtime,
+    spec: JobSpec,
+) -> Result<(JobSpec, Job, Vec<Box<dyn Sink>>), Error> {
+    tokio::task::spawn_blocking(move || {
+        let loaded = load_job(&runtime, &spec)?;
+        let base = PathBuf::from(&spec.base_dir);
+        let mut sinks = Vec::new();
+        for s in &loaded.job.sinks {
+            sinks.push(sink::open(
+                &s.name,
+                &s.kind,
+                &base,
+                Box::new(std::io::stdout()),
+            )?);
+        }
+        Ok((spec, loaded.job, sinks))
+    })
+    .await
+    .map_err(|e| Error::Job(format!("loading the job: {e}")))?
+}
+
+fn error(message: impl Into<String>) -> Message {
+    Message::Error {
+        message: message.into(),
+    }
+}
+
+impl State {
+    fn report(&self, r: Report) {
+        let _ = self.reports.send(r);
+    }
+
+    /// When the loop must wake without an event.
+    fn next_wake(&self) -> Option<Instant> {
+        let jobs = self
+            .jobs
+            .values()
+            .filter_map(|j| j.coord.as_ref().and_then(Coordinator::poll_timeout));
+        let workers = self.workers.values().map(|w| w.last_seen + self.timeout);
+        jobs.chain(workers).min()
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.last_seen) >= self.timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            self.lose(id, "missed its heartbeats");
+        }
+        for j in self.jobs.values_mut() {
+            if let Some(c) = j.coord.as_mut() {
+                c.handle_timeout(now);
+            }
+        }
+    }
+
+    fn handle(&mut self, e: Event) {
+        let now = Instant::now();
+        match e {
+            Event::Request { conn, msg, reply } => {
+                let answer = self.request(&conn, msg, now);
+                let _ = reply.send(answer);
+            }
+            Event::Submit {
+                spec,
+                job,
+                sinks,
+                reply,
+            } => {
+                let _ = reply.send(self.submit(spec, job, sinks));
+            }
+            Event::Loaded {
+                job,
+                worker,
+                result,
+            } => self.loaded(job, worker, result, now),
+            Event::Written {
+                job,
+                batch,
+                processing,
+                delay,
+                result,
+            } => {
+                let Some(j) = self.jobs.get_mut(&job) else {
+                    return;
+                };
+                match result {
+                    Ok(records) => {
+                        j.status.batches_done += 1;
+                        j.status.records_out += records;
+                        j.status.last_processing_us = processing.as_micros() as u64;
+                        j.status.last_delay_us = delay.as_micros() as u64;
+                        if let Some(c) = j.coord.as_mut() {
+                            c.handle_output_written(batch);
+                        }
+                        self.report(Report::Batch {
+                            job,
+                            batch,
+                            processing,
+                            delay,
+                            records_out: records,
+                        });
+                    }
+                    Err(m) => self.fail(job, format!("batch {batch}: {m}")),
+                }
+            }
+            Event::Closed { conn, reason } => {
+                if let Some(id) = self.by_conn.get(&conn).copied() {
+                    self.lose(id, &format!("connection closed: {reason}"));
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, conn: &quinn::Connection, msg: Message, now: Instant) -> Message {
+        let from = self.by_conn.get(&conn.stable_id()).copied();
+        match (msg, from) {
+            (
+                Message::Register {
+                    name,
+                    slots,
+                    data_addr,
+                },
+                None,
+            ) => {
+                let id = self.next_worker;
+                self.next_worker += 1;
+                self.by_conn.insert(conn.stable_id(), id);
+                self.workers.insert(
+                    id,
+                    WorkerEntry {
+                        name: name.clone(),
+                        addr: data_addr.clone(),
+                        slots,
+                        conn: conn.clone(),
+                        last_seen: now,
+                        stats: WorkerStats::default(),
+                    },
+                );
+                tracing::info!(worker = id, %name, addr = %data_addr, slots, "worker joined");
+                self.report(Report::WorkerJoined {
+                    worker: id,
+                    name,
+                    addr: data_addr,
+                    slots,
+                });
+                let live: Vec<u32> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| matches!(j.state, JobState::Loading | JobState::Running))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for job in live {
+                    self.send_job(job, id);
+                }
+                Message::Registered { worker: id }
+            }
+            (Message::Register { .. }, Some(id)) => {
+                error(format!("already registered as worker {id}"))
+            }
+            (Message::Heartbeat { stats, .. }, Some(id)) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.last_seen = now;
+                    w.stats = stats;
+                }
+                for j in self.jobs.values_mut() {
+                    if let Some(c) = j.coord.as_mut() {
+                        c.handle_heartbeat(id, now);
+                    }
+                }
+                Message::Ack
+            }
+            (
+                Message::TaskDone {
+                    job, block, bytes, ..
+                },
+                Some(id),
+            ) => {
+                if let Some(c) = self.jobs.get_mut(&job).and_then(|j| j.coord.as_mut()) {
+                    c.handle_task_done(id, block, bytes, now);
+                }
+                Message::Ack
+            }
+            (
+                Message::TaskFailed {
+                    job,
+                    block,
+                    message,
+                },
+                Some(id),
+            ) => {
+                // Operators are deterministic: a task that failed fails
+                // wherever it runs again.
+                self.fail(
+                    job,
+                    format!("task {block} failed on worker {id}: {message}"),
+                );
+                Message::Ack
+            }
+            (Message::GetStatus, _) => self.status(now),
+            (
+                Message::Heartbeat { .. } | Message::TaskDone { .. } | Message::TaskFailed { .. },
+                None,
+            ) => error("register first"),
+            (other, _) => error(format!("the coordinator does not answer {other:?}")),
+        }
+    }
+
+    fn status(&self, now: Instant) -> Message {
+        Message::Status {
+            workers: self
+                .workers
+                .iter()
+                .map(|(id, w)| WorkerStatus {
+                    worker: *id,
+                    name: w.name.clone(),
+                    addr: w.addr.clone(),
+                    slots: w.slots,
+                    last_seen_ms: now.saturating_duration_since(w.last_seen).as_millis() as u64,
+                    stats: w.stats.clone(),
+                })
+                .collect(),
+            jobs: self.jobs.values().map(|j| j.status.clone()).collect(),
+        }
+    }
+
+    fn submit(&mut self, spec: JobSpec, job: Job, sinks: Vec<Box<dyn Sink>>) -> Message {
+        let id = self.next_job;
+        self.next_job += 1;
+        let name = job.name.clone();
+        let job = Arc::new(job);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_outputs(
+            id,
+            job.clone(),
+            sinks,
+            self.peers.clone(),
+            rx,
+            self.events.clone(),
+        ));
+        self.jobs.insert(
+            id,
+            JobEntry {
+                spec: Arc::new(spec),
+                job,
+                state: JobState::Loading,
+                coord: None,
+                waiting: self.workers.keys().copied().collect(),
+                loaded: BTreeSet::new(),
+                sinks: Some(tx),
+                status: JobStatus {
+                    job: id,
+                    name: name.clone(),
+                    state: "loading".into(),
+                    batches_done: 0,
+                    last_processing_us: 0,
+                    last_delay_us: 0,
+                    records_out: 0,
+                },
+            },
+        );
+        tracing::info!(job = id, %name, "job submitted");
+        self.report(Report::JobSubmitted {
+            job: id,
+            name: name.clone(),
+        });
+        let workers: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for w in workers {
+            self.send_job(id, w);
+        }
+        self.maybe_start(id, Instant::now());
+        Message::Submitted { job: id, name }
+    }
+
+    /// Sends job `job` to worker `w` to load; its answer comes back as an
+    /// event.
+    fn send_job(&self, job: u32, w: WorkerId) {
+        let (Some(j), Some(worker)) = (self.jobs.get(&job), self.workers.get(&w)) else {
+            return;
+        };
+        let msg = Message::StartJob {
+            job,
+            spec: (*j.spec).clone(),
+        };
+        let conn = worker.conn.clone();
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            let result = match net::request(&conn, &msg).await {
+                Ok(Message::Ack) => Ok(()),
+                Ok(Message::Error { message }) => Err(message),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = tx.send(Event::Loaded {
+                job,
+                worker: w,
+                result,
+            });
+        });
+    }
+
+    fn loaded(&mut self, job: u32, worker: WorkerId, result: Result<(), String>, now: Instant) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        j.waiting.remove(&worker);
+        match result {
+            Err(m) => {
+                if self.workers.contains_key(&worker) {
+                    self.fail(job, format!("worker {worker} could not load the job: {m}"));
+                }
+                return;
+            }
+            Ok(()) => {
+                j.loaded.insert(worker);
+                let slots = self.workers.get(&worker).map(|w| w.slots);
+                if let (Some(c), Some(slots)) = (j.coord.as_mut(), slots) {
+                    c.handle_register_as(worker, slots, now);
+                }
+            }
+        }
+        self.maybe_start(job, now);
+    }
+
+    /// Starts the job's coordinator once the workers present at submission
+    /// have loaded it.
+    fn maybe_start(&mut self, job: u32, now: Instant) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if j.state != JobState::Loading || !j.waiting.is_empty() {
+            return;
+        }
+        let config = Config {
+            heartbeat_timeout: self.timeout,
+            last_batch: j.spec.batches,
+            ..Config::default()
+        };
+        let mut c = Coordinator::new((*j.job).clone(), config, now);
+        for w in &j.loaded {
+            if let Some(e) = self.workers.get(w) {
+                c.handle_register_as(*w, e.slots, now);
+            }
+        }
+        j.coord = Some(c);
+        j.state = JobState::Running;
+        j.status.state = "running".into();
+        tracing::info!(job, workers = j.loaded.len(), "job running");
+    }
+
+    fn fail(&mut self, job: u32, message: String) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if matches!(j.state, JobState::Failed(_) | JobState::Finished) {
+            return;
+        }
+        tracing::error!(job, %message, "job failed");
+        j.state = JobState::Failed(message.clone());
+        j.status.state = format!("failed: {message}");
+        self.end(job);
+        self.report(Report::JobFailed { job, message });
+    }
+
+    /// Frees what a job holds, here and on the workers.
+    fn end(&mut self, job: u32) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        j.coord = None;
+        j.sinks = None;
+        for w in std::mem::take(&mut j.loaded) {
+            if let Some(e) = self.workers.get(&w) {
+                let conn = e.conn.clone();
+                tokio::spawn(async move {
+                    let _ = net::request(&conn, &Message::StopJob { job }).await;
+                });
+            }
+        }
+    }
+
+    fn lose(&mut self, id: WorkerId, reason: &str) {
+        let Some(w) = self.workers.remove(&id) else {
+            return;
+        };
+        self.by_conn.remove(&w.conn.stable_id());
+        w.conn.close(quinn::VarInt::from_u32(2), b"declared lost");
+        tracing::warn!(worker = id, name = %w.name, reason, "worker lost");
+        self.report(Report::WorkerLost {
+            worker: id,
+            reason: reason.to_string(),
+        });
+        let now = Instant::now();
+        let jobs: Vec<u32> = self.jobs.keys().copied().collect();
+        for job in jobs {
+            let j = self.jobs.get_mut(&job).expect("listed");
+            j.loaded.remove(&id);
+            let was_waiting = j.waiting.remove(&id);
+            if let Some(c) = j.coord.as_mut() {
+                c.handle_worker_lost(id, now);
+            }
+            if was_waiting {
+                self.maybe_start(job, now);
+            }
+        }
+    }
+
+    /// Carries out what every job's coordinator decided.
+    fn drain(&mut self) {
+        let mut lost = Vec::new();
+        let mut finished = Vec::new();
+        for (job, j) in &mut self.jobs {
+            let Some(c) = j.coord.as_mut() else { continue };
+            while let Some(cmd) = c.poll_command() {
+                match cmd {
+                    Command::RunTask {
+                        worker,
+                        task,
+                        sources,
+                    } => {
+                        let Some(w) = self.workers.get(&worker) else {
+                            continue;
+                        };
+                        let msg = Message::RunTask {
+                            job: *job,
+                            task,
+                            sources: sources
+                                .into_iter()
+                                .map(|(b, h)| (b, peers(&self.workers, &h)))
+                                .collect(),
+                        };
+                        let conn = w.conn.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = net::request(&conn, &msg).await {
+                                tracing::warn!(error = %e, "could not send a task");
+                            }
+                        });
+                    }
+                    Command::BatchDone {
+                        batch,
+                        processing,
+                        delay,
+                        outputs,
+                    } => {
+                        let parts = outputs
+                            .into_iter()
+                            .map(|o| {
+                                let blocks = o
+                                    .parts
+                                    .into_iter()
+                                    .map(|(b, h)| (b, peers(&self.workers, &h)))
+                                    .collect();
+                                (o.sink, blocks)
+                            })
+                            .collect();
+                        if let Some(s) = &j.sinks {
+                            let _ = s.send(Outputs {
+                                batch,
+                                processing,
+                                delay,
+                                parts,
+                            });
+                        }
+                    }
+                    Command::Drop { worker, blocks } => {
+                        if let Some(w) = self.workers.get(&worker) {
+                            let conn = w.conn.clone();
+                            let msg = Message::Drop { job: *job, blocks };
+                            tokio::spawn(async move {
+                                let _ = net::request(&conn, &msg).await;
+                            });
+                        }
+                    }
+                    Command::WorkerLost { worker } => lost.push(worker),
+                }
+            }
+            if c.is_finished() {
+                finished.push(*job);
+            }
+        }
+        for job in finished {
+            let j = self.jobs.get_mut(&job).expect("listed");
+            j.state = JobState::Finished;
+            j.status.state = "finished".into();
+            let batches = j.status.batches_done;
+            tracing::info!(job, batches, "job finished");
+            self.end(job);
+            self.report(Report::JobFinished { job, batches });
+        }
+        if !lost.is_empty() {
+            for w in lost {
+                self.lose(w, "missed its heartbeats");
+            }
+            self.drain();
+        }
+    }
+}
+
+fn peers(workers: &BTreeMap<WorkerId, WorkerEntry>, ids: &[WorkerId]) -> Vec<Peer> {
+    ids.iter()
+        .filter_map(|id| {
+            workers.get(id).map(|w| Peer {
+                worker: *id,
+                addr: w.addr.clone(),
+            })
+        })
+        .collect()
+}
+
+/// A job's sink task: for each finished batch, in order, fetches its
+/// outputs from the workers and writes them with the job's sinks.
+async fn write_outputs(
+    job_id: u32,
+    job: Arc<Job>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    peers: Peers,
+    mut rx: mpsc::UnboundedReceiver<Outputs>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Some(o) = rx.recv().await {
+        let mut fetched: Vec<(usize, Vec<Batch>)> = Vec::new();
+        let mut failed = None;
+        'sinks: for (i, blocks) in &o.parts {
+            let mut parts = Vec::with_capacity(blocks.len());
+            for (b, holders) in blocks {
+                match peers.fetch(job_id, *b, None, holders).await {
+                    Ok(batch) => parts.push(batch),
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break 'sinks;
+                    }
+                }
+            }
+            fetched.push((*i, parts));
+        }
+        let result = match failed {
+            Some(m) => Err(m),
+            None => {
+                let job = job.clone();
+                let batch = o.batch;
+                let written = tokio::task::spawn_blocking(move || {
+                    let r = write_batch(&job, &mut sinks, batch, &fetched);
+                    (sinks, r)
+                })
+                .await;
+                match written {
+                    Ok((s, r)) => {
+                        sinks = s;
+                        r.map_err(|e| e.to_string())
+                    }
+                    Err(e) => {
+                        let _ = events.send(Event::Written {
+                            job: job_id,
+                            batch: o.batch,
+                            processing: o.processing,
+                            delay: o.delay,
+                            result: Err(e.to_string()),
+                        });
+                        return;
+                    }
+                }
+            }
+        };
+        let stop = result.is_err();
+        let _ = events.send(Event::Written {
+            job: job_id,
+            batch: o.batch,
+            processing: o.processing,
+            delay: o.delay,
+            result,
+        });
+        if stop {
+            return;
+        }
+    }
+}
+
+fn write_batch(
+    job: &Job,
+    sinks: &mut [Box<dyn Sink>],
+    batch: u64,
+    fetched: &[(usize, Vec<Batch>)],
+) -> Result<u64, Error> {
+    let mut records = 0;
+    for (i, parts) in fetched {
+        let node = job.node(job.sinks[*i].from);
+        let refs: Vec<&Batch> = parts.iter().collect();
+        let out = Output {
+            job: &job.name,
+            stream: &node.name,
+            batch,
+            parts: &refs,
+            key: &node.key,
+            value: &node.value,
+        };
+        records += out.records() as u64;
+        sinks[*i].write(&out)?;
+    }
+    Ok(records)
+}

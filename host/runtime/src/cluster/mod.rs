@@ -1,0 +1,171 @@
+//! The cluster: a coordinator process scheduling the batches of submitted
+//! jobs on worker processes, over QUIC with mutual TLS.
+//!
+//! - [`coordinator`] drives one core [`Coordinator`](dstream_core::coordinator::Coordinator)
+//!   per job with tokio and quinn: workers register and send heartbeats,
+//!   tasks go out, finished tasks come back; each finished batch's outputs
+//!   are fetched from the workers and written by the job's sinks, in batch
+//!   order.
+//! - [`worker`] loads jobs (compiles their plugins), runs tasks over the
+//!   blocks in its store, fetches the inputs it lacks from the workers
+//!   holding them, and serves its blocks to peers.
+//! - [`client`]: what `dstream submit` and `dstream status` send.
+//!
+//! Every request is one QUIC stream with one framed message each way
+//! ([`net`](crate::net)).
+
+pub mod client;
+pub mod coordinator;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dstream_core::Batch;
+use dstream_core::job::{Job, JobFile, NodeKind};
+use dstream_core::plan::BlockId;
+use dstream_core::wire::{JobSpec, Message, Peer};
+use dstream_wasm::{Plugin, Runtime};
+
+use crate::{Error, net, plugins};
+
+/// How often workers send heartbeats.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// The default address of the coordinator.
+pub const DEFAULT_COORDINATOR: &str = "127.0.0.1:7077";
+
+fn job_err(message: impl Into<String>) -> Error {
+    Error::Job(message.into())
+}
+
+/// A job with its plugins compiled.
+#[derive(Debug)]
+pub(crate) struct LoadedJob {
+    pub(crate) job: Job,
+    pub(crate) plugins: BTreeMap<String, Plugin>,
+}
+
+/// Parses `spec`'s job file, compiles its plugins and resolves the job.
+/// Jobs whose sources must be received (tcp, files, http) are refused: the
+/// cluster runs generator sources only so far.
+pub(crate) fn load_job(runtime: &Runtime, spec: &JobSpec) -> Result<LoadedJob, Error> {
+    let file = JobFile::parse(&spec.text).map_err(|e| job_err(format!("job file:{e}")))?;
+    let mut plugins = BTreeMap::new();
+    for (name, _) in file.plugins() {
+        let Some((_, bytes)) = spec.plugins.iter().find(|(n, _)| n == name) else {
+            return Err(job_err(format!(
+                "job file:{}",
+                file.plugin_error(name, "its component was not sent")
+            )));
+        };
+        let p = runtime.load(name, bytes).map_err(|e| Error::Plugin {
+            name: name.to_string(),
+            message: e.to_string(),
+        })?;
+        plugins.insert(name.to_string(), p);
+    }
+    let job = file
+        .resolve(&plugins::infos(&plugins))
+        .map_err(|e| job_err(format!("job file:{e}")))?;
+    for id in job.node_ids() {
+        let n = job.node(id);
+        if let NodeKind::Source(s) = &n.kind
+            && !s.is_replayable()
+        {
+            return Err(job_err(format!(
+                "source `{}` receives its records, and receivers do not run on \
+                 cluster workers yet; run this job with `dstream run`, or use a \
+                 generator source",
+                n.name
+            )));
+        }
+    }
+    Ok(LoadedJob { job, plugins })
+}
+
+/// Connections to peers by address, opened on first use and again when
+/// one has closed.
+#[derive(Debug, Clone)]
+pub(crate) struct Peers {
+    ep: quinn::Endpoint,
+    conns: Arc<tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>>,
+}
+
+impl Peers {
+    pub(crate) fn new(ep: quinn::Endpoint) -> Self {
+        Self {
+            ep,
+            conns: Arc::default(),
+        }
+    }
+
+    async fn conn(&self, addr: SocketAddr, fresh: bool) -> Result<quinn::Connection, Error> {
+        let mut conns = self.conns.lock().await;
+        if !fresh
+            && let Some(c) = conns.get(&addr)
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        let c = net::connect(&self.ep, addr).await?;
+        conns.insert(addr, c.clone());
+        Ok(c)
+    }
+
+    /// Sends `msg` to the peer at `addr` and waits for its answer; a
+    /// connection that broke is opened again once.
+    pub(crate) async fn request(&self, addr: &str, msg: &Message) -> Result<Message, Error> {
+        let addr: SocketAddr = addr.parse().map_err(|e| Error::Net {
+            what: format!("peer address `{addr}`"),
+            message: format!("{e}"),
+        })?;
+        let c = self.conn(addr, false).await?;
+        match net::request(&c, msg).await {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "request failed; connecting again");
+                let c = self.conn(addr, true).await?;
+                net::request(&c, msg).await
+            }
+        }
+    }
+
+    /// Fetches `block` (or one bucket of it) of `job` from the first of
+    /// `holders` that has it.
+    pub(crate) async fn fetch(
+        &self,
+        job: u32,
+        block: BlockId,
+        bucket: Option<u32>,
+        holders: &[Peer],
+    ) -> Result<Batch, Error> {
+        let msg = Message::Fetch { job, block, bucket };
+        let mut errors = Vec::new();
+        for h in holders {
+            match self.request(&h.addr, &msg).await {
+                Ok(Message::Block { data, bounds }) => {
+                    return Batch::from_parts(data, bounds).map_err(|e| Error::Net {
+                        what: format!("block {block} from worker {}", h.worker),
+                        message: e.to_string(),
+                    });
+                }
+                Ok(Message::Error { message }) => {
+                    errors.push(format!("worker {}: {message}", h.worker));
+                }
+                Ok(other) => errors.push(format!("worker {}: answered {other:?}", h.worker)),
+                Err(e) => errors.push(format!("worker {}: {e}", h.worker)),
+            }
+        }
+        Err(Error::Net {
+            what: format!("fetching block {block}"),
+            message: if errors.is_empty() {
+                "no worker holds it".into()
+            } else {
+                errors.join("; ")
+            },
+        })
+    }
+}

@@ -1,0 +1,335 @@
+//! A worker process: registers with the coordinator, loads the jobs it is
+//! sent, runs tasks over the blocks in its store (fetching inputs it lacks
+//! from the workers holding them) and serves its blocks to peers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use dstream_core::Batch;
+use dstream_core::exec::{Block, Executor, Pools};
+use dstream_core::job::Job;
+use dstream_core::plan::{BlockId, Task};
+use dstream_core::wire::{JobSpec, Message, Peer, WorkerId, WorkerStats};
+use dstream_wasm::{Plugin, Runtime};
+
+use super::{HEARTBEAT, Peers, load_job};
+use crate::Error;
+use crate::calls::WasmCalls;
+use crate::net::{self, tls::Identity};
+use crate::store::BlockStore;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The coordinator's address.
+    pub join: SocketAddr,
+    /// Where peers reach this worker for blocks (port 0: any free port).
+    pub listen: SocketAddr,
+    /// A name for logs and `dstream status`.
+    pub name: String,
+    /// Tasks run at once.
+    pub slots: u32,
+}
+
+/// A job loaded on this worker, with the blocks it holds.
+#[derive(Debug)]
+struct JobRun {
+    job: Job,
+    plugins: BTreeMap<String, Plugin>,
+    pools: Pools,
+    store: BlockStore,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    tasks_run: AtomicU64,
+    local_inputs: AtomicU64,
+    fetched_blocks: AtomicU64,
+    fetched_bytes: AtomicU64,
+    served_blocks: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Node {
+    id: WorkerId,
+    runtime: Runtime,
+    jobs: RwLock<HashMap<u32, Arc<JobRun>>>,
+    peers: Peers,
+    coordinator: quinn::Connection,
+    counters: Counters,
+}
+
+/// Runs a worker until its connection to the coordinator closes (an
+/// error: the coordinator is gone) or `stop` resolves. `joined` is told the
+/// worker's id and data address once registered.
+pub async fn run(
+    opts: WorkerOptions,
+    identity: &Identity,
+    runtime: Runtime,
+    joined: impl FnOnce(WorkerId, SocketAddr),
+    stop: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let ep = net::endpoint(opts.listen, identity)?;
+    let data_addr = ep
+        .local_addr()
+        .map_err(|e| Error::io("reading the worker's address", e))?;
+    let coordinator = net::connect(&ep, opts.join).await?;
+    let answer = net::request(
+        &coordinator,
+        &Message::Register {
+            name: opts.name.clone(),
+            slots: opts.slots.max(1),
+            data_addr: data_addr.to_string(),
+        },
+    )
+    .await?;
+    let id = match answer {
+        Message::Registered { worker } => worker,
+        Message::Error { message } => {
+            return Err(Error::Net {
+                what: format!("registering with {}", opts.join),
+                message,
+            });
+        }
+        other => {
+            return Err(Error::Net {
+                what: format!("registering with {}", opts.join),
+                message: format!("unexpected answer {other:?}"),
+            });
+        }
+    };
+    tracing::info!(worker = id, %data_addr, coordinator = %opts.join, "registered");
+    joined(id, data_addr);
+    let node = Arc::new(Node {
+        id,
+        runtime,
+        jobs: RwLock::default(),
+        peers: Peers::new(ep.clone()),
+        coordinator: coordinator.clone(),
+        counters: Counters::default(),
+    });
+    let handler = {
+        let node = node.clone();
+        move |m: Message| {
+            let node = node.clone();
+            async move { node.handle(m).await }
+        }
+    };
+    tokio::spawn(net::serve(coordinator.clone(), handler.clone()));
+    let accepting = {
+        let ep = ep.clone();
+        tokio::spawn(async move {
+            while let Some(c) = net::accept(&ep).await {
+                if let Ok(conn) = c {
+                    tokio::spawn(net::serve(conn, handler.clone()));
+                }
+            }
+        })
+    };
+    let beating = {
+        let node = node.clone();
+        async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let msg = Message::Heartbeat {
+                    worker: node.id,
+                    stats: node.stats(),
+                };
+                if let Err(e) = net::request(&node.coordinator, &msg).await {
+                    tracing::debug!(error = %e, "heartbeat not delivered");
+                }
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        reason = coordinator.closed() => Err(Error::Net {
+            what: format!("the coordinator at {}", opts.join),
+            message: format!("connection closed: {reason}"),
+        }),
+        () = beating => Ok(()),
+        () = stop => Ok(()),
+    };
+    accepting.abort();
+    coordinator.close(quinn::VarInt::from_u32(0), b"worker stopping");
+    ep.close(quinn::VarInt::from_u32(0), b"worker stopping");
+    outcome
+}
+
+impl Node {
+    fn job(&self, job: u32) -> Option<Arc<JobRun>> {
+        self.jobs.read().expect("jobs lock").get(&job).cloned()
+    }
+
+    fn stats(&self) -> WorkerStats {
+        let c = &self.counters;
+        let (mut blocks, mut bytes) = (0, 0);
+        for j in self.jobs.read().expect("jobs lock").values() {
+            let (n, b) = j.store.size();
+            blocks += n as u64;
+            bytes += b as u64;
+        }
+        WorkerStats {
+            tasks_run: c.tasks_run.load(Ordering::Relaxed),
+            local_inputs: c.local_inputs.load(Ordering::Relaxed),
+            fetched_blocks: c.fetched_blocks.load(Ordering::Relaxed),
+            fetched_bytes: c.fetched_bytes.load(Ordering::Relaxed),
+            served_blocks: c.served_blocks.load(Ordering::Relaxed),
+            blocks_held: blocks,
+            bytes_held: bytes,
+        }
+    }
+
+    async fn handle(self: Arc<Self>, m: Message) -> Message {
+        match m {
+            Message::StartJob { job, spec } => match self.clone().start_job(job, spec).await {
+                Ok(()) => Message::Ack,
+                Err(e) => {
+                    tracing::warn!(job, error = %e, "could not load the job");
+                    Message::Error {
+                        message: e.to_string(),
+                    }
+                }
+            },
+            Message::StopJob { job } => {
+                self.jobs.write().expect("jobs lock").remove(&job);
+                tracing::info!(job, "job stopped");
+                Message::Ack
+            }
+            Message::RunTask { job, task, sources } => {
+                tokio::spawn(self.run_task(job, task, sources));
+                Message::Ack
+            }
+            Message::Drop { job, blocks } => {
+                if let Some(run) = self.job(job) {
+                    run.store.remove(&blocks);
+                }
+                Message::Ack
+            }
+            Message::Fetch { job, block, bucket } => {
+                let found = self.job(job).and_then(|run| run.store.get(&block));
+                match found.as_deref().and_then(|b| b.batch(bucket)) {
+                    Some(batch) => {
+                        self.counters.served_blocks.fetch_add(1, Ordering::Relaxed);
+                        Message::Block {
+                            data: batch.data().to_vec(),
+                            bounds: batch.bounds().to_vec(),
+                        }
+                    }
+                    None => Message::Error {
+                        message: format!("block {block} of job {job} is not on worker {}", self.id),
+                    },
+                }
+            }
+            other => Message::Error {
+                message: format!("a worker does not answer {other:?}"),
+            },
+        }
+    }
+
+    async fn start_job(self: Arc<Self>, job: u32, spec: JobSpec) -> Result<(), Error> {
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_job(&runtime, &spec))
+            .await
+            .map_err(|e| Error::Job(format!("loading job {job}: {e}")))??;
+        tracing::info!(job, name = %loaded.job.name, "job loaded");
+        let run = JobRun {
+            pools: Pools::new(&loaded.job),
+            job: loaded.job,
+            plugins: loaded.plugins,
+            store: BlockStore::new(),
+        };
+        self.jobs
+            .write()
+            .expect("jobs lock")
+            .insert(job, Arc::new(run));
+        Ok(())
+    }
+
+    async fn run_task(self: Arc<Self>, job: u32, task: Task, sources: Vec<(BlockId, Vec<Peer>)>) {
+        let output = task.output;
+        let outcome = self.clone().compute(job, task, &sources).await;
+        let msg = match outcome {
+            Ok((records, bytes)) => Message::TaskDone {
+                job,
+                block: output,
+                records,
+                bytes,
+            },
+            Err(e) => {
+                tracing::warn!(job, block = %output, error = %e, "task failed");
+                Message::TaskFailed {
+                    job,
+                    block: output,
+                    message: e.to_string(),
+                }
+            }
+        };
+        if let Err(e) = net::request(&self.coordinator, &msg).await {
+            tracing::warn!(job, block = %output, error = %e, "could not report a task");
+        }
+    }
+
+    /// Runs `task`: its inputs from the store, or fetched from a worker
+    /// holding them; its output into the store.
+    async fn compute(
+        self: Arc<Self>,
+        job: u32,
+        task: Task,
+        sources: &[(BlockId, Vec<Peer>)],
+    ) -> Result<(u64, u64), Error> {
+        let run = self
+            .job(job)
+            .ok_or_else(|| Error::Job(format!("job {job} is not loaded on this worker")))?;
+        let mut inputs: Vec<(Arc<Block>, Option<u32>)> = Vec::with_capacity(task.inputs.len());
+        for i in &task.inputs {
+            if let Some(b) = run.store.get(&i.block) {
+                self.counters.local_inputs.fetch_add(1, Ordering::Relaxed);
+                inputs.push((b, i.bucket));
+                continue;
+            }
+            let holders: Vec<Peer> = sources
+                .iter()
+                .find(|(b, _)| *b == i.block)
+                .map(|(_, h)| h.iter().filter(|p| p.worker != self.id).cloned().collect())
+                .unwrap_or_default();
+            let batch = self.peers.fetch(job, i.block, i.bucket, &holders).await?;
+            self.counters.fetched_blocks.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .fetched_bytes
+                .fetch_add(batch.byte_len() as u64, Ordering::Relaxed);
+            inputs.push((Arc::new(Block::Part(batch)), None));
+        }
+        let output = task.output;
+        let run2 = run.clone();
+        let block = tokio::task::spawn_blocking(move || {
+            let batches: Vec<&Batch> = inputs
+                .iter()
+                .map(|(b, bucket)| {
+                    b.batch(*bucket).ok_or_else(|| {
+                        dstream_core::Error::BadValue("an input block of the wrong kind".into())
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let calls = AtomicUsize::new(0);
+            let wasm = WasmCalls {
+                plugins: &run2.plugins,
+                calls: &calls,
+            };
+            Executor::new(&run2.job, &run2.pools).run(&task, &batches, &wasm)
+        })
+        .await
+        .map_err(|e| Error::Job(format!("task {output}: {e}")))?
+        .map_err(|source| Error::Batch {
+            batch: output.dataset.batch,
+            source,
+        })?;
+        let (records, bytes) = (block.records() as u64, block.bytes() as u64);
+        run.store.insert(output, Arc::new(block));
+        self.counters.tasks_run.fetch_add(1, Ordering::Relaxed);
+        Ok((records, bytes))
+    }
+}
