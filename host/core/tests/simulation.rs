@@ -70,3 +70,82 @@ fn a_silent_worker_is_lost_and_no_longer_scheduled() {
     assert!(n >= 50, "only {n} batches in 6 s");
     assert_eq!(sim.done, (1..=n).collect::<Vec<_>>());
 }
+
+#[test]
+fn outputs_stay_stored_until_written_and_the_job_stops_after_its_last_batch() {
+    use dstream_core::coordinator::{Command, Config, Coordinator};
+    use std::time::Instant;
+    let body = format!("{STATELESS}[sinks.out]\nfrom = \"counts\"\nkind = \"stdout\"\n");
+    let job = job(2, &body);
+    let counts = job.node_by_name("counts").unwrap();
+    let start = Instant::now();
+    let config = Config {
+        last_batch: Some(2),
+        ..Config::default()
+    };
+    let mut c = Coordinator::new(job, config, start);
+    c.handle_register_as(7, 4, start);
+    let mut now = start;
+    let mut done = Vec::new();
+    let mut dropped = Vec::new();
+    while done.len() < 2 {
+        now = c.poll_timeout().unwrap();
+        c.handle_timeout(now);
+        while let Some(cmd) = c.poll_command() {
+            match cmd {
+                Command::RunTask { worker, task, .. } => {
+                    assert_eq!(worker, 7);
+                    c.handle_task_done(7, task.output, 10, now);
+                }
+                Command::BatchDone { batch, outputs, .. } => done.push((batch, outputs)),
+                Command::Drop { worker, blocks } => {
+                    assert_eq!(worker, 7);
+                    dropped.extend(blocks);
+                }
+                Command::WorkerLost { .. } => panic!("lost"),
+            }
+        }
+    }
+    assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 2]);
+    for (batch, outputs) in &done {
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(outputs[0].sink, 0);
+        let parts: Vec<_> = outputs[0]
+            .parts
+            .iter()
+            .map(|(b, h)| (b.part, h.clone()))
+            .collect();
+        assert_eq!(parts, [(0, vec![7]), (1, vec![7])]);
+        assert!(
+            outputs[0]
+                .parts
+                .iter()
+                .all(|(b, _)| b.dataset.node == counts && b.dataset.batch == *batch)
+        );
+    }
+    // Everything else of both batches was dropped (inputs and shuffle
+    // blocks), the outputs were not.
+    assert_eq!(dropped.len(), 8, "{dropped:?}");
+    let outputs: Vec<_> = done
+        .iter()
+        .flat_map(|d| d.1[0].parts.iter().map(|p| p.0))
+        .collect();
+    assert!(dropped.iter().all(|b| !outputs.contains(b)), "{dropped:?}");
+    assert!(!c.is_finished());
+    c.handle_output_written(1);
+    let Some(Command::Drop { blocks, .. }) = c.poll_command() else {
+        panic!("no drop")
+    };
+    assert_eq!(
+        blocks,
+        done[0].1[0].parts.iter().map(|p| p.0).collect::<Vec<_>>()
+    );
+    assert!(!c.is_finished());
+    c.handle_output_written(2);
+    assert!(matches!(c.poll_command(), Some(Command::Drop { .. })));
+    assert!(c.is_finished());
+    // No batch 3: nothing more to run, whatever the time.
+    c.handle_timeout(now + Duration::from_millis(500));
+    assert!(c.poll_command().is_none());
+    assert_eq!(c.running_batch(), None);
+}

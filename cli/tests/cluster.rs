@@ -1,0 +1,317 @@
+//! The cluster as a user runs it: a coordinator and worker processes on
+//! loopback, talking QUIC with mutual TLS; jobs submitted with the CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn dstream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dstream"))
+}
+
+/// A process whose stderr lines are collected; killed when dropped.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().unwrap();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { return };
+                l.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a stderr line containing `what`; returns it.
+    fn wait_for(&self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(what)) {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {what:?} in:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A coordinator and `workers` workers on loopback, with certificates in
+/// `dir/certs`.
+struct Cluster {
+    certs: PathBuf,
+    addr: String,
+    coordinator: Proc,
+    workers: Vec<Proc>,
+}
+
+impl Cluster {
+    fn start(dir: &Path, workers: u32) -> Self {
+        let certs = dir.join("certs");
+        let out = dstream()
+            .args(["cluster", "init"])
+            .arg(&certs)
+            .args(["--workers", &workers.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let coordinator = Proc::spawn(
+            dstream()
+                .args(["coordinator", "--listen", "127.0.0.1:0", "--certs"])
+                .arg(&certs),
+        );
+        let line = coordinator.wait_for("coordinator listening on ");
+        let addr = line.rsplit(' ').next().unwrap().to_string();
+        let mut c = Self {
+            certs,
+            addr,
+            coordinator,
+            workers: Vec::new(),
+        };
+        for i in 1..=workers {
+            let w = c.worker(&c.certs.clone(), &format!("worker-{i}"));
+            w.wait_for("joined the coordinator");
+            c.workers.push(w);
+        }
+        c
+    }
+
+    fn worker(&self, certs: &Path, name: &str) -> Proc {
+        Proc::spawn(
+            dstream()
+                .args([
+                    "worker", "--join", &self.addr, "--slots", "2", "--name", name,
+                ])
+                .arg("--certs")
+                .arg(certs),
+        )
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        dstream()
+            .args(args)
+            .args(["--coordinator", &self.addr, "--certs"])
+            .arg(&self.certs)
+            .output()
+            .unwrap()
+    }
+
+    /// `dstream status`, the worker rows as (name, tasks, fetched blocks,
+    /// served blocks).
+    fn workers_status(&self) -> Vec<(String, u64, u64, u64)> {
+        let out = self.cli(&["status"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .filter(|l| {
+                l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains("worker-")
+            })
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let n = |i: usize| f[i].parse::<u64>().unwrap();
+                (f[1].to_string(), n(4), n(6), n(8))
+            })
+            .collect()
+    }
+}
+
+fn job_file(dir: &Path, name: &str, body: &str, out: &str) -> PathBuf {
+    let text = format!(
+        "name = \"{name}\"\ninterval = \"200ms\"\npartitions = 4\n{body}\n[sinks.out]\nfrom = \"counts\"\nkind = \"files\"\ndir = \"{out}\"\n"
+    );
+    let path = dir.join(format!("{name}-{out}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn wordcount() -> String {
+    format!(
+        "[plugins]\nwc = \"{}\"\n[sources.lines]\nkind = \"generator\"\nformat = \"words\"\nrate = 20000\nseed = 5\n[streams.words]\nfrom = \"lines\"\nflat_map = \"wc/split\"\n[streams.counts]\nfrom = \"words\"\nrunning_reduce = \"sum\"\n",
+        dstream_artifacts::WORDCOUNT
+    )
+}
+
+fn pageviews() -> String {
+    format!(
+        "[plugins]\npv = \"{}\"\n[sources.views]\nkind = \"generator\"\nformat = \"pageviews\"\nrate = 5000\nseed = 9\n[streams.ones]\nfrom = \"views\"\nmap = \"pv/url_one\"\n[streams.counts]\nfrom = \"ones\"\nrunning_reduce = \"sum\"\n",
+        dstream_artifacts::PAGEVIEWS
+    )
+}
+
+/// The files a files sink wrote, by name.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+const BATCHES: u64 = 8;
+
+#[test]
+fn three_workers_give_the_embedded_output_and_shuffle_between_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3);
+    for (name, body) in [("wordcount", wordcount()), ("pageviews", pageviews())] {
+        // The cluster run.
+        let job = job_file(dir.path(), name, &body, "cluster");
+        let out = cluster.cli(&[
+            "submit",
+            job.to_str().unwrap(),
+            "--batches",
+            &BATCHES.to_string(),
+            "--wait",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{stderr}\ncoordinator:\n{}",
+            cluster.coordinator.log()
+        );
+        assert!(stderr.contains("finished"), "{stderr}");
+        // The embedded run of the same job.
+        let job = job_file(dir.path(), name, &body, "embedded");
+        let out = dstream()
+            .args(["run", "-q", "--fresh", "--batches", &BATCHES.to_string()])
+            .arg(&job)
+            .arg("--checkpoint-dir")
+            .arg(dir.path().join(format!("ck-{name}")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let (c, e) = (
+            files(&dir.path().join("cluster")),
+            files(&dir.path().join("embedded")),
+        );
+        assert_eq!(c.len() as u64, BATCHES, "{name}: one file per batch");
+        assert!(c.iter().all(|(_, bytes)| !bytes.is_empty()));
+        assert!(
+            c == e,
+            "{name}: the cluster's output differs from the embedded run's"
+        );
+        std::fs::remove_dir_all(dir.path().join("cluster")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("embedded")).unwrap();
+    }
+    // Shuffle data crossed between workers: some task inputs were fetched
+    // from another worker (and served by one), reported with heartbeats.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let w = cluster.workers_status();
+        assert_eq!(w.len(), 3, "{w:?}");
+        let fetched: u64 = w.iter().map(|r| r.2).sum();
+        let served: u64 = w.iter().map(|r| r.3).sum();
+        let busy = w.iter().filter(|r| r.1 > 0).count();
+        if fetched > 0 && served >= fetched && busy >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no block crossed between workers: {w:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = cluster.coordinator.log();
+    assert!(log.contains("job 2 finished after 8 batches"), "{log}");
+}
+
+#[test]
+fn a_worker_of_another_ca_is_refused_and_a_bad_frame_closes_only_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 1);
+    // Another cluster's CA and certificates.
+    let theirs = dir.path().join("theirs");
+    let out = dstream()
+        .args(["cluster", "init"])
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut intruder = cluster.worker(&theirs, "worker-1");
+    let status = intruder.child.wait().unwrap();
+    assert!(!status.success(), "a worker of another CA ran");
+    cluster.coordinator.wait_for("refused a peer");
+    // A certificate of our CA, but garbage on the wire: that connection is
+    // closed and the error logged; the coordinator goes on.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use dstream_runtime::net::{self, tls};
+        let id = tls::Identity::load(&cluster.certs, "admin").unwrap();
+        let ep = net::client(&id).unwrap();
+        let conn = net::connect(&ep, cluster.addr.parse().unwrap())
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[9, 0, 0, 0, 1, 0, 0xff, 0xff])
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        assert!(net::read(&mut recv).await.is_err());
+        let reason = conn.closed().await.to_string();
+        assert!(reason.contains("ended inside a frame"), "{reason}");
+    });
+    cluster
+        .coordinator
+        .wait_for("bad request; closing the connection");
+    // A job the cluster cannot run is refused with the reason, by the
+    // coordinator.
+    let job = dir.path().join("tcp.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"tcp\"\ninterval = \"1s\"\n[plugins]\nwc = \"{}\"\n[sources.lines]\nkind = \"tcp\"\naddr = \"127.0.0.1:9\"\n[streams.words]\nfrom = \"lines\"\nflat_map = \"wc/split\"\n[streams.counts]\nfrom = \"words\"\nreduce_by_key = \"sum\"\n[sinks.out]\nfrom = \"counts\"\nkind = \"stdout\"\n",
+            dstream_artifacts::WORDCOUNT
+        ),
+    )
+    .unwrap();
+    let out = cluster.cli(&["submit", job.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("source `lines` receives its records"),
+        "{stderr}"
+    );
+    // Its worker is still there, and the CLI is still answered.
+    let w = cluster.workers_status();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, "worker-1");
+    drop(intruder);
+}
