@@ -201,7 +201,7 @@ pub(crate) fn status(a: StatusArgs) -> anyhow::Result<()> {
         let s = &w.stats;
         writeln!(
             out,
-            "  {:>3}  {:<12} {:<22} {:>5} {:>8} {:>8} {:>9} {:>12} {:>8} {:>8} {:>12} {:>6} ms",
+            "  {:>3}  {:<12} {:<22} {:>5} {:>8} {:>8} {:>9} {:>12} {:>8} {:>8} {:>8} {:>8} {:>12} {:>6} ms",
             w.worker,
             w.name,
             w.addr,
@@ -211,6 +211,8 @@ pub(crate) fn status(a: StatusArgs) -> anyhow::Result<()> {
             s.fetched_blocks,
             s.fetched_bytes,
             s.served_blocks,
+            s.received_blocks,
+            s.replica_blocks,
             s.blocks_held,
             s.bytes_held,
             w.last_seen_ms

@@ -124,9 +124,8 @@ impl Cluster {
             .unwrap()
     }
 
-    /// `dstream status`, the worker rows as (name, tasks, fetched blocks,
-    /// served blocks).
-    fn workers_status(&self) -> Vec<(String, u64, u64, u64)> {
+    /// `dstream status`, the worker rows.
+    fn workers_status(&self) -> Vec<WorkerRow> {
         let out = self.cli(&["status"]);
         assert!(out.status.success(), "{out:?}");
         let text = String::from_utf8(out.stdout).unwrap();
@@ -137,10 +136,29 @@ impl Cluster {
             .map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 let n = |i: usize| f[i].parse::<u64>().unwrap();
-                (f[1].to_string(), n(4), n(6), n(8))
+                WorkerRow {
+                    name: f[1].to_string(),
+                    tasks: n(4),
+                    fetched: n(6),
+                    served: n(8),
+                    received: n(9),
+                    replicas: n(10),
+                }
             })
             .collect()
     }
+}
+
+/// A worker's row in `dstream status`.
+#[derive(Debug)]
+#[allow(dead_code)]
+struct WorkerRow {
+    name: String,
+    tasks: u64,
+    fetched: u64,
+    served: u64,
+    received: u64,
+    replicas: u64,
 }
 
 fn job_file(dir: &Path, name: &str, body: &str, out: &str) -> PathBuf {
@@ -234,9 +252,9 @@ fn three_workers_give_the_embedded_output_and_shuffle_between_them() {
     loop {
         let w = cluster.workers_status();
         assert_eq!(w.len(), 3, "{w:?}");
-        let fetched: u64 = w.iter().map(|r| r.2).sum();
-        let served: u64 = w.iter().map(|r| r.3).sum();
-        let busy = w.iter().filter(|r| r.1 > 0).count();
+        let fetched: u64 = w.iter().map(|r| r.fetched).sum();
+        let served: u64 = w.iter().map(|r| r.served).sum();
+        let busy = w.iter().filter(|r| r.tasks > 0).count();
         if fetched > 0 && served >= fetched && busy >= 2 {
             break;
         }
@@ -291,27 +309,85 @@ fn a_worker_of_another_ca_is_refused_and_a_bad_frame_closes_only_its_connection(
     cluster
         .coordinator
         .wait_for("bad request; closing the connection");
-    // A job the cluster cannot run is refused with the reason, by the
-    // coordinator.
-    let job = dir.path().join("tcp.toml");
+    // A bad job file is refused with its line and field.
+    let job = dir.path().join("bad.toml");
     std::fs::write(
         &job,
-        format!(
-            "name = \"tcp\"\ninterval = \"1s\"\n[plugins]\nwc = \"{}\"\n[sources.lines]\nkind = \"tcp\"\naddr = \"127.0.0.1:9\"\n[streams.words]\nfrom = \"lines\"\nflat_map = \"wc/split\"\n[streams.counts]\nfrom = \"words\"\nreduce_by_key = \"sum\"\n[sinks.out]\nfrom = \"counts\"\nkind = \"stdout\"\n",
-            dstream_artifacts::WORDCOUNT
-        ),
+        "name = \"bad\"\ninterval = \"1s\"\n[sources.s]\nkind = \"pigeon\"\n",
     )
     .unwrap();
     let out = cluster.cli(&["submit", job.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("source `lines` receives its records"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("bad.toml:4:8: sources.s.kind"), "{stderr}");
     // Its worker is still there, and the CLI is still answered.
     let w = cluster.workers_status();
     assert_eq!(w.len(), 1, "{w:?}");
-    assert_eq!(w[0].0, "worker-1");
+    assert_eq!(w[0].name, "worker-1");
     drop(intruder);
+}
+
+#[test]
+fn received_lines_are_counted_once_and_copied_to_a_second_worker() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3);
+    // The source: a server the receiver connects to, as in the paper's
+    // socket example. Lines of words, all sent at once.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut words = 0u64;
+    let mut text = String::new();
+    for i in 0..5000u64 {
+        let line = format!("w{} w{} w{}\n", i % 17, i % 5, i % 101);
+        words += 3;
+        text.push_str(&line);
+    }
+    let feeder = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        s.write_all(text.as_bytes()).unwrap();
+        s.flush().unwrap();
+        // Keep the connection open until the job ends.
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let body = format!(
+        "[plugins]\nwc = \"{}\"\n[sources.lines]\nkind = \"tcp\"\naddr = \"{addr}\"\n[streams.words]\nfrom = \"lines\"\nflat_map = \"wc/split\"\n[streams.counts]\nfrom = \"words\"\nreduce_by_key = \"sum\"\n",
+        dstream_artifacts::WORDCOUNT
+    );
+    let job = job_file(dir.path(), "tcp", &body, "out");
+    let out = cluster.cli(&["submit", job.to_str().unwrap(), "--batches", "12", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}\ncoordinator:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.coordinator.log()
+    );
+    // Every word counted once over all batches.
+    let mut total = 0u64;
+    for (_, bytes) in files(&dir.path().join("out")) {
+        for line in String::from_utf8(bytes).unwrap().lines() {
+            let (_, n) = line.rsplit_once('\t').unwrap();
+            total += n.parse::<u64>().unwrap();
+        }
+    }
+    assert_eq!(total, words);
+    // The input blocks were received on one worker and copied to another.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let w = cluster.workers_status();
+        let receivers = w.iter().filter(|r| r.received > 0).count();
+        let copies = w.iter().filter(|r| r.replicas > 0).count();
+        if receivers == 1 && copies == 1 {
+            let r = w.iter().find(|r| r.received > 0).unwrap();
+            let c = w.iter().find(|r| r.replicas > 0).unwrap();
+            assert_ne!(r.name, c.name);
+            // Every block copied (once both heartbeats are in).
+            if r.received == c.replicas {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "{w:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    feeder.join().unwrap();
 }

@@ -21,6 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::job::NodeId;
 use crate::plan::{BlockId, Task};
 
 /// The protocol version this build speaks.
@@ -89,6 +90,10 @@ pub struct WorkerStats {
     pub fetched_bytes: u64,
     /// Blocks other workers fetched from it.
     pub served_blocks: u64,
+    /// Input blocks its receivers stored.
+    pub received_blocks: u64,
+    /// Copies of other workers' input blocks it stored.
+    pub replica_blocks: u64,
     /// Blocks in its store now.
     pub blocks_held: u64,
     /// Bytes in its store now.
@@ -169,6 +174,43 @@ pub enum Message {
     StopJob {
         /// Job id.
         job: u32,
+    },
+    /// Coordinator to worker: run the receiver of this source of the job.
+    StartReceiver {
+        /// Job id.
+        job: u32,
+        /// The source.
+        source: NodeId,
+    },
+    /// Coordinator to worker: batch `batch` starts; make what the
+    /// receiver of `source` got since the last cut that batch's input
+    /// blocks, copy them to `replica`, then answer
+    /// [`Message::InputCut`].
+    CutInput {
+        /// Job id.
+        job: u32,
+        /// The source.
+        source: NodeId,
+        /// The batch.
+        batch: u64,
+        /// The worker to hold a copy.
+        replica: Option<Peer>,
+    },
+    /// The answer to [`Message::CutInput`]: the blocks stored.
+    InputCut {
+        /// Each block and its size in bytes.
+        blocks: Vec<(BlockId, u64)>,
+        /// Records in them.
+        records: u64,
+        /// The worker that stored a copy (none if the copy failed).
+        replica: Option<WorkerId>,
+    },
+    /// Worker to worker: keep a copy of these blocks.
+    StoreBlocks {
+        /// Job id.
+        job: u32,
+        /// Each block's id, data buffer and offsets.
+        blocks: Vec<(BlockId, Vec<u8>, Vec<u32>)>,
     },
     /// Coordinator to worker: run a task; `sources` says where each input
     /// block lives.

@@ -103,6 +103,7 @@ fn outputs_stay_stored_until_written_and_the_job_stops_after_its_last_batch() {
                     dropped.extend(blocks);
                 }
                 Command::WorkerLost { .. } => panic!("lost"),
+                other => panic!("{other:?} in a job without receivers"),
             }
         }
     }
@@ -148,4 +149,46 @@ fn outputs_stay_stored_until_written_and_the_job_stops_after_its_last_batch() {
     c.handle_timeout(now + Duration::from_millis(500));
     assert!(c.poll_command().is_none());
     assert_eq!(c.running_batch(), None);
+}
+
+#[test]
+fn received_input_is_cut_every_batch_replicated_and_moves_when_its_worker_is_lost() {
+    let body = "[streams.words]\nfrom = \"lines\"\nflat_map = \"wc/split\"\n[streams.counts]\nfrom = \"words\"\nreduce_by_key = \"sum\"\n";
+    // The job() helper makes a generator `lines`; add a tcp source and read
+    // from it instead.
+    let body = format!(
+        "[sources.socket]\nkind = \"tcp\"\naddr = \"127.0.0.1:9\"\n{}",
+        body.replace("from = \"lines\"", "from = \"socket\"")
+    );
+    let mut sim = Sim::new(job(4, &body), 5, 2, 3);
+    let start = sim.now;
+    sim.run_until(start + Duration::from_millis(2050));
+    // One receiver, on the first worker; each batch cut once, copied to
+    // the next worker, and every batch finished.
+    let first = sim.workers[0];
+    assert_eq!(sim.receivers_started.len(), 1);
+    assert_eq!(sim.receivers_started[0].1, first);
+    assert_eq!(sim.done, (1..=20).collect::<Vec<_>>());
+    assert_eq!(sim.cuts.len(), 20);
+    assert!(
+        sim.cuts
+            .iter()
+            .all(|c| c.1 == first && c.2 == Some(sim.workers[1]))
+    );
+    // The receiver's worker goes silent: once it is lost the receiver is
+    // started elsewhere and the batch that waited for its cut gets one.
+    sim.silent.push(first);
+    sim.run_until(start + Duration::from_millis(8050));
+    assert_eq!(sim.lost, vec![first]);
+    assert_eq!(sim.receivers_started.len(), 2);
+    let moved = sim.receivers_started[1].1;
+    assert_ne!(moved, first);
+    let n = sim.done.len() as u64;
+    assert!(n >= 60, "only {n} batches");
+    assert_eq!(sim.done, (1..=n).collect::<Vec<_>>());
+    assert!(
+        sim.cuts[20..]
+            .iter()
+            .all(|c| c.1 == moved && c.2.is_some() && c.2 != Some(first))
+    );
 }

@@ -225,7 +225,7 @@ fn block(node: NodeId, batch: u64, aux: Aux, part: u32) -> BlockId {
 
 /// Splits `input` into `parts` contiguous chunks of near-equal record
 /// counts.
-fn chunks(input: &Batch, parts: u32) -> Vec<Batch> {
+pub(crate) fn chunks(input: &Batch, parts: u32) -> Vec<Batch> {
     let n = input.len();
     let parts = parts as usize;
     let mut out = Vec::with_capacity(parts);

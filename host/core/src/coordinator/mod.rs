@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 pub mod sim;
 
-use crate::job::Job;
+use crate::job::{Job, NodeId, NodeKind};
 use crate::plan::{Aux, BlockId, DatasetId, Planner, Task, Work};
 use crate::reduce::FixedState;
 use crate::wire::WorkerId;
@@ -80,6 +80,28 @@ pub enum Command {
         worker: WorkerId,
         /// The blocks.
         blocks: Vec<BlockId>,
+    },
+    /// Run the receiver of `source` on `worker` (from now on its records
+    /// go into that worker's inbox).
+    StartReceiver {
+        /// The worker.
+        worker: WorkerId,
+        /// The receiver source.
+        source: NodeId,
+    },
+    /// Batch `batch` starts: the receiver of `source` on `worker` makes
+    /// what it received since the last cut the batch's input blocks,
+    /// copies them to `replica` (if any), and only then reports them
+    /// ([`handle_input`](Coordinator::handle_input), once per holder).
+    CutInput {
+        /// The worker running the receiver.
+        worker: WorkerId,
+        /// The receiver source.
+        source: NodeId,
+        /// The batch.
+        batch: u64,
+        /// A second worker to hold a copy of the blocks.
+        replica: Option<WorkerId>,
     },
     /// A worker missed its heartbeats and is out of scheduling.
     WorkerLost {
@@ -163,6 +185,8 @@ pub struct Coordinator {
     /// Outputs of finished batches not written yet, by batch: kept until
     /// the sinks are done with them.
     held: BTreeMap<u64, Vec<BlockId>>,
+    /// Each receiver source and the worker running it (if any).
+    receivers: BTreeMap<NodeId, Option<WorkerId>>,
 }
 
 impl Coordinator {
@@ -170,7 +194,6 @@ impl Coordinator {
     pub fn new(job: Job, config: Config, now: Instant) -> Self {
         Self {
             config,
-            job,
             workers: BTreeMap::new(),
             next_worker: 1,
             blocks: HashMap::default(),
@@ -180,7 +203,79 @@ impl Coordinator {
             commands: VecDeque::new(),
             stats: Stats::default(),
             held: BTreeMap::new(),
+            receivers: job
+                .node_ids()
+                .filter(
+                    |id| matches!(&job.node(*id).kind, NodeKind::Source(s) if !s.is_replayable()),
+                )
+                .map(|id| (id, None))
+                .collect(),
+            job,
         }
+    }
+
+    /// The worker running each receiver source.
+    pub fn receivers(&self) -> impl Iterator<Item = (NodeId, Option<WorkerId>)> + '_ {
+        self.receivers.iter().map(|(s, w)| (*s, *w))
+    }
+
+    /// Gives every receiver without a worker one: the worker running the
+    /// fewest receivers (the lowest id on ties).
+    fn place_receivers(&mut self) {
+        let unplaced: Vec<NodeId> = self
+            .receivers
+            .iter()
+            .filter(|(_, w)| w.is_none())
+            .map(|(s, _)| *s)
+            .collect();
+        for source in unplaced {
+            let Some(worker) = self.workers.keys().copied().min_by_key(|id| {
+                (
+                    self.receivers.values().filter(|w| **w == Some(*id)).count(),
+                    *id,
+                )
+            }) else {
+                return;
+            };
+            self.receivers.insert(source, Some(worker));
+            self.commands
+                .push_back(Command::StartReceiver { worker, source });
+            // A batch already waiting for this source's input gets it from
+            // the new receiver (what the lost one held uncut is gone).
+            if let Some(b) = &self.current {
+                let waiting = (0..self.job.partitions).any(|part| {
+                    let id = BlockId {
+                        dataset: DatasetId {
+                            node: source,
+                            batch: b.number,
+                            aux: Aux::Main,
+                        },
+                        part,
+                    };
+                    self.blocks.get(&id).is_none_or(|(h, _)| h.is_empty())
+                });
+                if waiting {
+                    let batch = b.number;
+                    self.cut(source, worker, batch);
+                }
+            }
+        }
+    }
+
+    fn cut(&mut self, source: NodeId, worker: WorkerId, batch: u64) {
+        // The replica: the next worker after it, in id order.
+        let replica = self
+            .workers
+            .range(worker + 1..)
+            .chain(self.workers.range(..worker))
+            .map(|(id, _)| *id)
+            .next();
+        self.commands.push_back(Command::CutInput {
+            worker,
+            source,
+            batch,
+            replica,
+        });
     }
 
     /// The job.
@@ -233,6 +328,7 @@ impl Coordinator {
                 last_seen: now,
             },
         );
+        self.place_receivers();
         self.schedule(now);
     }
 
@@ -355,6 +451,11 @@ impl Coordinator {
     fn lose(&mut self, id: WorkerId) {
         self.workers.remove(&id);
         self.commands.push_back(Command::WorkerLost { worker: id });
+        for w in self.receivers.values_mut() {
+            if *w == Some(id) {
+                *w = None;
+            }
+        }
         for (holders, _) in self.blocks.values_mut() {
             holders.retain(|w| *w != id);
         }
@@ -390,6 +491,7 @@ impl Coordinator {
             self.enqueue(&mut b, t);
         }
         self.current = Some(b);
+        self.place_receivers();
     }
 
     /// Queues `task`: ready when its inputs are stored, else blocked on the
@@ -463,6 +565,14 @@ impl Coordinator {
                 self.enqueue(&mut b, task);
             }
             self.current = Some(b);
+            let cuts: Vec<(NodeId, WorkerId)> = self
+                .receivers
+                .iter()
+                .filter_map(|(s, w)| w.map(|w| (*s, w)))
+                .collect();
+            for (source, worker) in cuts {
+                self.cut(source, worker, number);
+            }
         }
         let Some(mut b) = self.current.take() else {
             return;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::{Command, Config, Coordinator};
 use crate::generate::SplitMix64;
-use crate::job::Job;
-use crate::plan::{BlockId, Work};
+use crate::job::{Job, NodeId};
+use crate::plan::{Aux, BlockId, DatasetId, Work};
 use crate::wire::WorkerId;
 
 /// A simulated cluster around a coordinator: workers finish tasks after
@@ -43,6 +43,10 @@ pub struct Sim {
     pub busy: Duration,
     /// A worker whose tasks take 10x longer.
     pub slow: Option<WorkerId>,
+    /// Receivers started: (source, worker).
+    pub receivers_started: Vec<(NodeId, WorkerId)>,
+    /// Input cuts: (batch, receiver's worker, replica).
+    pub cuts: Vec<(u64, WorkerId, Option<WorkerId>)>,
 }
 
 impl Sim {
@@ -67,6 +71,8 @@ impl Sim {
             state_tasks: (0, 0),
             busy: Duration::ZERO,
             slow: None,
+            receivers_started: Vec::new(),
+            cuts: Vec::new(),
         }
     }
 
@@ -117,6 +123,35 @@ impl Sim {
                     self.done.push(batch);
                 }
                 Command::WorkerLost { worker } => self.lost.push(worker),
+                Command::StartReceiver { worker, source } => {
+                    self.receivers_started.push((source, worker));
+                }
+                Command::CutInput {
+                    worker,
+                    source,
+                    batch,
+                    replica,
+                } => {
+                    // The receiver cuts at once; a silent worker never
+                    // answers.
+                    if self.silent.contains(&worker) {
+                        continue;
+                    }
+                    for part in 0..self.coord.job().partitions {
+                        let block = BlockId {
+                            dataset: DatasetId {
+                                node: source,
+                                batch,
+                                aux: Aux::Main,
+                            },
+                            part,
+                        };
+                        for w in std::iter::once(worker).chain(replica) {
+                            self.coord.handle_input(w, block, 1000, self.now);
+                        }
+                    }
+                    self.cuts.push((batch, worker, replica));
+                }
                 Command::Drop { .. } => {}
             }
         }

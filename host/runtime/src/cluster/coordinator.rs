@@ -136,6 +136,15 @@ enum Event {
         delay: Duration,
         result: Result<u64, String>,
     },
+    /// A receiver's worker stored (and copied) a batch's input blocks.
+    Input {
+        job: u32,
+        worker: WorkerId,
+        blocks: Vec<(BlockId, u64)>,
+        replica: Option<WorkerId>,
+    },
+    /// Something a job needs failed.
+    Failed { job: u32, message: String },
     /// A connection closed.
     Closed { conn: usize, reason: String },
 }
@@ -412,6 +421,21 @@ impl State {
                     Err(m) => self.fail(job, format!("batch {batch}: {m}")),
                 }
             }
+            Event::Input {
+                job,
+                worker,
+                blocks,
+                replica,
+            } => {
+                if let Some(c) = self.jobs.get_mut(&job).and_then(|j| j.coord.as_mut()) {
+                    for (b, bytes) in blocks {
+                        for w in std::iter::once(worker).chain(replica) {
+                            c.handle_input(w, b, bytes, now);
+                        }
+                    }
+                }
+            }
+            Event::Failed { job, message } => self.fail(job, message),
             Event::Closed { conn, reason } => {
                 if let Some(id) = self.by_conn.get(&conn).copied() {
                     self.lose(id, &format!("connection closed: {reason}"));
@@ -780,6 +804,68 @@ impl State {
                         }
                     }
                     Command::WorkerLost { worker } => lost.push(worker),
+                    Command::StartReceiver { worker, source } => {
+                        let Some(w) = self.workers.get(&worker) else {
+                            continue;
+                        };
+                        let conn = w.conn.clone();
+                        let (tx, job) = (self.events.clone(), *job);
+                        let name = j.job.node(source).name.clone();
+                        tokio::spawn(async move {
+                            let msg = Message::StartReceiver { job, source };
+                            let failed = match net::request(&conn, &msg).await {
+                                Ok(Message::Ack) => return,
+                                Ok(Message::Error { message }) => message,
+                                Ok(other) => format!("unexpected answer {other:?}"),
+                                Err(e) => e.to_string(),
+                            };
+                            let _ = tx.send(Event::Failed {
+                                job,
+                                message: format!(
+                                    "the receiver of `{name}` could not start on worker {worker}: {failed}"
+                                ),
+                            });
+                        });
+                    }
+                    Command::CutInput {
+                        worker,
+                        source,
+                        batch,
+                        replica,
+                    } => {
+                        let Some(w) = self.workers.get(&worker) else {
+                            continue;
+                        };
+                        let conn = w.conn.clone();
+                        let replica = replica.and_then(|r| peers(&self.workers, &[r]).pop());
+                        let (tx, job) = (self.events.clone(), *job);
+                        tokio::spawn(async move {
+                            let msg = Message::CutInput {
+                                job,
+                                source,
+                                batch,
+                                replica,
+                            };
+                            match net::request(&conn, &msg).await {
+                                Ok(Message::InputCut {
+                                    blocks, replica, ..
+                                }) => {
+                                    let _ = tx.send(Event::Input {
+                                        job,
+                                        worker,
+                                        blocks,
+                                        replica,
+                                    });
+                                }
+                                Ok(other) => {
+                                    tracing::warn!(job, batch, worker, answer = ?other, "input not cut");
+                                }
+                                Err(e) => {
+                                    tracing::warn!(job, batch, worker, error = %e, "input not cut");
+                                }
+                            }
+                        });
+                    }
                 }
             }
             if c.is_finished() {

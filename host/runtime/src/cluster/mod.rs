@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dstream_core::Batch;
-use dstream_core::job::{Job, JobFile, NodeKind};
+use dstream_core::job::{Job, JobFile};
 use dstream_core::plan::BlockId;
 use dstream_core::wire::{JobSpec, Message, Peer};
 use dstream_wasm::{Plugin, Runtime};
@@ -49,8 +49,6 @@ pub(crate) struct LoadedJob {
 }
 
 /// Parses `spec`'s job file, compiles its plugins and resolves the job.
-/// Jobs whose sources must be received (tcp, files, http) are refused: the
-/// cluster runs generator sources only so far.
 pub(crate) fn load_job(runtime: &Runtime, spec: &JobSpec) -> Result<LoadedJob, Error> {
     let file = JobFile::parse(&spec.text).map_err(|e| job_err(format!("job file:{e}")))?;
     let mut plugins = BTreeMap::new();
@@ -70,19 +68,6 @@ pub(crate) fn load_job(runtime: &Runtime, spec: &JobSpec) -> Result<LoadedJob, E
     let job = file
         .resolve(&plugins::infos(&plugins))
         .map_err(|e| job_err(format!("job file:{e}")))?;
-    for id in job.node_ids() {
-        let n = job.node(id);
-        if let NodeKind::Source(s) = &n.kind
-            && !s.is_replayable()
-        {
-            return Err(job_err(format!(
-                "source `{}` receives its records, and receivers do not run on \
-                 cluster workers yet; run this job with `dstream run`, or use a \
-                 generator source",
-                n.name
-            )));
-        }
-    }
     Ok(LoadedJob { job, plugins })
 }
 

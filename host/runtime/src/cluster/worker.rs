@@ -4,20 +4,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use dstream_core::Batch;
 use dstream_core::exec::{Block, Executor, Pools};
-use dstream_core::job::Job;
-use dstream_core::plan::{BlockId, Task};
+use dstream_core::job::{Job, NodeId, NodeKind};
+use dstream_core::plan::{Aux, BlockId, DatasetId, Task};
 use dstream_core::wire::{JobSpec, Message, Peer, WorkerId, WorkerStats};
 use dstream_wasm::{Plugin, Runtime};
 
 use super::{HEARTBEAT, Peers, load_job};
 use crate::Error;
 use crate::calls::WasmCalls;
+use crate::local::chunks;
 use crate::net::{self, tls::Identity};
+use crate::source::{self, Inbox, Receiver};
 use crate::store::BlockStore;
 
 /// How a worker runs.
@@ -33,14 +36,20 @@ pub struct WorkerOptions {
     pub slots: u32,
 }
 
-/// A job loaded on this worker, with the blocks it holds.
+/// A job loaded on this worker, with the blocks it holds and the
+/// receivers it runs.
 #[derive(Debug)]
 struct JobRun {
     job: Job,
     plugins: BTreeMap<String, Plugin>,
     pools: Pools,
     store: BlockStore,
+    base_dir: PathBuf,
+    receivers: Mutex<BTreeMap<NodeId, (Arc<Inbox>, Receiver)>>,
 }
+
+/// Records a receiver's inbox holds before the receiver waits.
+const INBOX_RECORDS: usize = 10_000_000;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -49,6 +58,8 @@ struct Counters {
     fetched_blocks: AtomicU64,
     fetched_bytes: AtomicU64,
     served_blocks: AtomicU64,
+    received_blocks: AtomicU64,
+    replica_blocks: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -178,6 +189,8 @@ impl Node {
             fetched_blocks: c.fetched_blocks.load(Ordering::Relaxed),
             fetched_bytes: c.fetched_bytes.load(Ordering::Relaxed),
             served_blocks: c.served_blocks.load(Ordering::Relaxed),
+            received_blocks: c.received_blocks.load(Ordering::Relaxed),
+            replica_blocks: c.replica_blocks.load(Ordering::Relaxed),
             blocks_held: blocks,
             bytes_held: bytes,
         }
@@ -197,6 +210,43 @@ impl Node {
             Message::StopJob { job } => {
                 self.jobs.write().expect("jobs lock").remove(&job);
                 tracing::info!(job, "job stopped");
+                Message::Ack
+            }
+            Message::StartReceiver { job, source } => match self.start_receiver(job, source) {
+                Ok(()) => Message::Ack,
+                Err(e) => Message::Error {
+                    message: e.to_string(),
+                },
+            },
+            Message::CutInput {
+                job,
+                source,
+                batch,
+                replica,
+            } => match self.cut_input(job, source, batch, replica).await {
+                Ok(m) => m,
+                Err(e) => Message::Error {
+                    message: e.to_string(),
+                },
+            },
+            Message::StoreBlocks { job, blocks } => {
+                let Some(run) = self.job(job) else {
+                    return Message::Error {
+                        message: format!("job {job} is not loaded on worker {}", self.id),
+                    };
+                };
+                let n = blocks.len() as u64;
+                for (id, data, bounds) in blocks {
+                    match Batch::from_parts(data, bounds) {
+                        Ok(b) => run.store.insert(id, Arc::new(Block::Part(b))),
+                        Err(e) => {
+                            return Message::Error {
+                                message: format!("block {id}: {e}"),
+                            };
+                        }
+                    }
+                }
+                self.counters.replica_blocks.fetch_add(n, Ordering::Relaxed);
                 Message::Ack
             }
             Message::RunTask { job, task, sources } => {
@@ -230,8 +280,94 @@ impl Node {
         }
     }
 
+    fn start_receiver(&self, job: u32, source: NodeId) -> Result<(), Error> {
+        let run = self
+            .job(job)
+            .ok_or_else(|| Error::Job(format!("job {job} is not loaded on worker {}", self.id)))?;
+        let node = run.job.node(source);
+        let NodeKind::Source(src) = &node.kind else {
+            return Err(Error::Job(format!("`{}` is not a source", node.name)));
+        };
+        let inbox = Inbox::new(INBOX_RECORDS);
+        let r = source::start(&node.name, src, &run.base_dir, inbox.clone())?;
+        tracing::info!(job, source = %node.name, addr = ?r.local_addr(), "receiver started");
+        run.receivers
+            .lock()
+            .expect("receivers lock")
+            .insert(source, (inbox, r));
+        Ok(())
+    }
+
+    /// Makes what the receiver of `source` got the input blocks of
+    /// `batch`, copies them to `replica`, and answers with them.
+    async fn cut_input(
+        &self,
+        job: u32,
+        source: NodeId,
+        batch: u64,
+        replica: Option<Peer>,
+    ) -> Result<Message, Error> {
+        let run = self
+            .job(job)
+            .ok_or_else(|| Error::Job(format!("job {job} is not loaded on worker {}", self.id)))?;
+        // A cut that overtook its receiver's start (they travel on separate
+        // streams) finds nothing received yet: an empty input.
+        let inbox = run
+            .receivers
+            .lock()
+            .expect("receivers lock")
+            .get(&source)
+            .map(|(i, _)| i.clone());
+        let input = inbox.map(|i| i.take()).unwrap_or_default();
+        let records = input.len() as u64;
+        let parts = chunks(&input, run.job.partitions);
+        let mut blocks = Vec::with_capacity(parts.len());
+        let mut copies = Vec::with_capacity(parts.len());
+        for (p, part) in parts.into_iter().enumerate() {
+            let id = BlockId {
+                dataset: DatasetId {
+                    node: source,
+                    batch,
+                    aux: Aux::Main,
+                },
+                part: p as u32,
+            };
+            blocks.push((id, part.byte_len() as u64));
+            if replica.is_some() {
+                copies.push((id, part.data().to_vec(), part.bounds().to_vec()));
+            }
+            run.store.insert(id, Arc::new(Block::Part(part)));
+        }
+        self.counters
+            .received_blocks
+            .fetch_add(blocks.len() as u64, Ordering::Relaxed);
+        // The copy is stored before the blocks are reported.
+        let mut copied = None;
+        if let Some(r) = replica {
+            let msg = Message::StoreBlocks {
+                job,
+                blocks: copies,
+            };
+            match self.peers.request(&r.addr, &msg).await {
+                Ok(Message::Ack) => copied = Some(r.worker),
+                Ok(other) => {
+                    tracing::warn!(job, batch, replica = r.worker, answer = ?other, "input not copied");
+                }
+                Err(e) => {
+                    tracing::warn!(job, batch, replica = r.worker, error = %e, "input not copied");
+                }
+            }
+        }
+        Ok(Message::InputCut {
+            blocks,
+            records,
+            replica: copied,
+        })
+    }
+
     async fn start_job(self: Arc<Self>, job: u32, spec: JobSpec) -> Result<(), Error> {
         let runtime = self.runtime.clone();
+        let base_dir = PathBuf::from(&spec.base_dir);
         let loaded = tokio::task::spawn_blocking(move || load_job(&runtime, &spec))
             .await
             .map_err(|e| Error::Job(format!("loading job {job}: {e}")))??;
@@ -241,6 +377,8 @@ impl Node {
             job: loaded.job,
             plugins: loaded.plugins,
             store: BlockStore::new(),
+            base_dir,
+            receivers: Mutex::default(),
         };
         self.jobs
             .write()
