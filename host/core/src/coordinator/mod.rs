@@ -135,8 +135,9 @@ struct Pending {
     /// When its locality wait ends, while it waits for a busy worker that
     /// holds its data.
     wake: Option<Instant>,
-    /// The workers holding its data (worked out once).
-    preferred: Option<Vec<WorkerId>>,
+    /// The workers holding its data (worked out once), and whether the
+    /// task must run there (it updates state they hold).
+    preferred: Option<(Vec<WorkerId>, bool)>,
 }
 
 #[derive(Debug)]
@@ -341,8 +342,9 @@ impl Coordinator {
         }
     }
 
-    /// The sinks wrote batch `batch`'s outputs: the blocks kept for them
-    /// can go.
+    /// The sinks wrote batch `batch`'s outputs (call it for every
+    /// [`Command::BatchDone`], with outputs or not): the blocks kept for
+    /// them can go.
     pub fn handle_output_written(&mut self, batch: u64) {
         let Some(blocks) = self.held.remove(&batch) else {
             return;
@@ -638,11 +640,12 @@ impl Coordinator {
     /// locality wait is over); `true` when that is local.
     fn place(&self, p: &mut Pending, waited: Duration) -> Option<(WorkerId, bool)> {
         let free = |id: &WorkerId| self.workers.get(id).is_some_and(|w| w.running < w.slots);
-        let preferred = p.preferred.get_or_insert_with(|| self.preferred(&p.task));
+        let (preferred, pinned) = p.preferred.get_or_insert_with(|| self.preferred(&p.task));
         if let Some(w) = preferred.iter().find(|w| free(w)) {
             return Some((*w, true));
         }
-        if !preferred.is_empty() && waited < self.config.locality_wait {
+        // State stays where it is: its task waits for a slot there.
+        if *pinned || (!preferred.is_empty() && waited < self.config.locality_wait) {
             return None;
         }
         // Anywhere: the least loaded worker with a free slot.
@@ -653,10 +656,11 @@ impl Coordinator {
             .map(|(id, _)| (*id, preferred.is_empty()))
     }
 
-    /// Where `task`'s data is: the holders of its previous state, else the
-    /// workers holding the most bytes of its inputs (none for a task
-    /// without input). Computed once per task, when it becomes ready.
-    fn preferred(&self, task: &Task) -> Vec<WorkerId> {
+    /// Where `task`'s data is: the holders of its previous state (then the
+    /// task is pinned there), else the workers holding the most bytes of
+    /// its inputs (none for a task without input). Computed once per task,
+    /// when it becomes ready.
+    fn preferred(&self, task: &Task) -> (Vec<WorkerId>, bool) {
         let state = match task.work {
             Work::Keyed {
                 has_state: true, ..
@@ -666,8 +670,10 @@ impl Coordinator {
             } => task.inputs.last().map(|i| i.block),
             _ => None,
         };
-        if let Some((holders, _)) = state.and_then(|s| self.blocks.get(&s)) {
-            return holders.clone();
+        if let Some((holders, _)) = state.and_then(|s| self.blocks.get(&s))
+            && !holders.is_empty()
+        {
+            return (holders.clone(), true);
         }
         let mut bytes: BTreeMap<WorkerId, u64> = BTreeMap::new();
         for i in &task.inputs {
@@ -678,11 +684,12 @@ impl Coordinator {
             }
         }
         let max = bytes.values().copied().max().unwrap_or(0);
-        bytes
+        let most = bytes
             .into_iter()
             .filter(|(_, b)| *b == max && max > 0)
             .map(|(w, _)| w)
-            .collect()
+            .collect();
+        (most, false)
     }
 
     fn finish(&mut self, b: Batch, now: Instant) {
@@ -723,15 +730,15 @@ impl Coordinator {
         // Retention: drop what no later batch reads, except the outputs
         // the sinks have not written yet.
         let keep = Planner::new(&self.job).needed_after(b.number);
-        if !held.is_empty() {
-            self.held.insert(
-                b.number,
-                held.iter()
-                    .filter(|id| !keep.contains(&id.dataset))
-                    .copied()
-                    .collect(),
-            );
-        }
+        // Every batch is held until written, even one without outputs, so
+        // that the job ends after its last batch is written.
+        self.held.insert(
+            b.number,
+            held.iter()
+                .filter(|id| !keep.contains(&id.dataset))
+                .copied()
+                .collect(),
+        );
         let all_held: BTreeSet<BlockId> = self.held.values().flatten().copied().collect();
         let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
         self.blocks.retain(|id, (holders, _)| {
