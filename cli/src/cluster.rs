@@ -227,11 +227,12 @@ pub(crate) fn status(a: StatusArgs) -> anyhow::Result<()> {
         last_processing_us,
         last_delay_us,
         records_out,
+        recomputed,
     } in &jobs
     {
         writeln!(
             out,
-            "  {job:>3}  {name:<20} {state:<10} batches {batches_done}  records out {records_out}  last batch {:.1} ms  delay {:.1} ms",
+            "  {job:>3}  {name:<20} {state:<10} batches {batches_done}  records out {records_out}  recomputed {recomputed}  last batch {:.1} ms  delay {:.1} ms",
             *last_processing_us as f64 / 1e3,
             *last_delay_us as f64 / 1e3
         )?;

@@ -134,6 +134,9 @@ pub struct JobStatus {
     pub last_delay_us: u64,
     /// Records written by its sinks so far.
     pub records_out: u64,
+    /// Tasks of earlier batches run again to rebuild blocks lost with
+    /// workers.
+    pub recomputed: u64,
 }
 
 /// Everything coordinator, workers and the CLI say to each other. Each
@@ -241,6 +244,10 @@ pub enum Message {
         block: BlockId,
         /// Why.
         message: String,
+        /// True when it could not get its inputs (their holder is gone):
+        /// worth running again once they are back. False when the
+        /// operator failed, which it would do anywhere.
+        retry: bool,
     },
     /// Coordinator to worker: blocks no later batch needs.
     Drop {

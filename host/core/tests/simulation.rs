@@ -192,3 +192,55 @@ fn received_input_is_cut_every_batch_replicated_and_moves_when_its_worker_is_los
             .all(|c| c.1 == moved && c.2.is_some() && c.2 != Some(first))
     );
 }
+
+/// Runs `sim` from `start` to `until_ms` and checks batches went on in
+/// order, none skipped, the job did not fail; returns the batches done.
+fn went_on(sim: &mut Sim, start: std::time::Instant, until_ms: u64) -> u64 {
+    sim.run_until(start + Duration::from_millis(until_ms));
+    assert!(sim.failed.is_empty(), "{:?}", sim.failed);
+    let n = sim.done.len() as u64;
+    assert_eq!(sim.done, (1..=n).collect::<Vec<_>>());
+    n
+}
+
+#[test]
+fn state_lost_with_a_worker_mid_shuffle_is_recomputed_from_lineage() {
+    let mut sim = Sim::new(job(16, RUNNING), 10, 2, 4);
+    let start = sim.now;
+    went_on(&mut sim, start, 1002);
+    // Lost in the middle of batch 10 (tasks take 1-4 ms).
+    let victim = sim.workers[2];
+    assert!(sim.computed_on.values().any(|w| *w == victim));
+    sim.silent.push(victim);
+    let n = went_on(&mut sim, start, 8000);
+    assert_eq!(sim.lost, vec![victim]);
+    assert!(n >= 70, "only {n} batches");
+    let stats = sim.coord.stats().clone();
+    // Its state partitions were recomputed: back to batch 1 (no checkpoint
+    // in the simulation), each chain of generate, map and state tasks.
+    assert!(stats.tasks_recomputed > 0, "{stats:?}");
+    // Every state update after the recovery ran where its state was.
+    assert_eq!(sim.state_tasks.0, sim.state_tasks.1);
+}
+
+#[test]
+fn two_workers_lost_and_one_coming_back() {
+    let mut sim = Sim::new(job(8, RUNNING), 6, 2, 5);
+    let start = sim.now;
+    went_on(&mut sim, start, 1000);
+    let (a, b) = (sim.workers[0], sim.workers[4]);
+    sim.silent.push(a);
+    went_on(&mut sim, start, 1500);
+    sim.silent.push(b);
+    went_on(&mut sim, start, 6000);
+    assert_eq!(sim.lost, vec![a, b]);
+    // A worker joins again (a restarted process gets a new id) and is
+    // given work.
+    let back = sim.add_worker(2);
+    let before = sim.computed_on.values().filter(|w| **w == back).count();
+    let n = went_on(&mut sim, start, 9000);
+    assert!(n >= 80, "only {n} batches");
+    let after = sim.computed_on.values().filter(|w| **w == back).count();
+    assert!(after > before, "the returning worker got no task");
+    assert!(sim.coord.stats().tasks_recomputed > 0);
+}

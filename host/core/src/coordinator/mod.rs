@@ -103,6 +103,11 @@ pub enum Command {
         /// A second worker to hold a copy of the blocks.
         replica: Option<WorkerId>,
     },
+    /// The job cannot go on (a block that cannot be recomputed was lost).
+    Failed {
+        /// Why.
+        message: String,
+    },
     /// A worker missed its heartbeats and is out of scheduling.
     WorkerLost {
         /// The worker.
@@ -167,6 +172,11 @@ pub struct Stats {
     pub tasks_local: u64,
     /// Batches finished.
     pub batches_done: u64,
+    /// Tasks of earlier batches queued again to recompute blocks lost with
+    /// a worker.
+    pub tasks_recomputed: u64,
+    /// Tasks sent again after a worker could not fetch their inputs.
+    pub tasks_retried: u64,
 }
 
 /// The coordinator of one job.
@@ -188,6 +198,8 @@ pub struct Coordinator {
     held: BTreeMap<u64, Vec<BlockId>>,
     /// Each receiver source and the worker running it (if any).
     receivers: BTreeMap<NodeId, Option<WorkerId>>,
+    /// Blocks to recompute with the next batch (asked for between batches).
+    recover: BTreeSet<BlockId>,
 }
 
 impl Coordinator {
@@ -211,6 +223,7 @@ impl Coordinator {
                 )
                 .map(|id| (id, None))
                 .collect(),
+            recover: BTreeSet::new(),
             job,
         }
     }
@@ -393,6 +406,74 @@ impl Coordinator {
         self.schedule(now);
     }
 
+    /// A task on `worker` could not run because an input could not be
+    /// fetched (its holder is gone, say): the slot is free and the task is
+    /// queued again; if the holder is lost meanwhile, the input is
+    /// recomputed first. (A task that fails on its own is the job's
+    /// failure, not this: operators are deterministic.)
+    pub fn handle_task_retry(&mut self, worker: WorkerId, block: BlockId, now: Instant) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.running = w.running.saturating_sub(1);
+        }
+        let Some(mut b) = self.current.take() else {
+            return;
+        };
+        if b.running.get(&block).map(|(w, _)| *w) == Some(worker) {
+            let (_, task) = b.running.remove(&block).expect("present");
+            self.stats.tasks_retried += 1;
+            self.enqueue(&mut b, task);
+        }
+        self.current = Some(b);
+        self.schedule(now);
+    }
+
+    /// The workers holding `block`. When none does (lost with a worker), it
+    /// is recomputed with the running batch, or with the next one.
+    pub fn locate(&mut self, block: BlockId, now: Instant) -> Vec<WorkerId> {
+        let holders = self
+            .blocks
+            .get(&block)
+            .map(|(h, _)| h.clone())
+            .unwrap_or_default();
+        if holders.is_empty() {
+            self.recover.insert(block);
+            if let Some(mut b) = self.current.take() {
+                self.recover_into(&mut b);
+                self.current = Some(b);
+            }
+            self.schedule(now);
+        }
+        holders
+    }
+
+    /// Queues the blocks asked for by [`locate`](Self::locate) with batch
+    /// `b`: a task reading them, with no output of its own to wait for.
+    fn recover_into(&mut self, b: &mut Batch) {
+        let blocks: Vec<BlockId> = std::mem::take(&mut self.recover).into_iter().collect();
+        for block in blocks {
+            if self.blocks.get(&block).is_some_and(|(h, _)| !h.is_empty())
+                || b.tasks.contains_key(&block)
+            {
+                continue;
+            }
+            if block.dataset.batch == b.number {
+                continue; // the batch computes it
+            }
+            let plan = Planner::new(&self.job).plan(block.dataset.batch);
+            let Some(task) = plan
+                .stages
+                .into_iter()
+                .flatten()
+                .find(|t| t.output == block)
+            else {
+                continue;
+            };
+            self.stats.tasks_recomputed += 1;
+            b.tasks.insert(block, task.clone());
+            self.enqueue(b, task);
+        }
+    }
+
     /// A receiver on `worker` stored an input block (of `bytes` bytes): the
     /// tasks reading it will run there.
     pub fn handle_input(&mut self, worker: WorkerId, block: BlockId, bytes: u64, now: Instant) {
@@ -497,28 +578,72 @@ impl Coordinator {
     }
 
     /// Queues `task`: ready when its inputs are stored, else blocked on the
-    /// ones missing.
-    fn enqueue(&self, b: &mut Batch, task: Task) {
-        let mut missing: Vec<BlockId> = task
-            .inputs
-            .iter()
-            .map(|i| i.block)
-            .filter(|blk| self.blocks.get(blk).is_none_or(|(h, _)| h.is_empty()))
-            .collect();
-        missing.sort();
-        missing.dedup();
-        if missing.is_empty() {
-            b.pending.push(Pending {
-                task,
-                ready_since: None,
-                wake: None,
-                preferred: None,
-            });
-        } else {
+    /// ones missing. A missing input of an earlier batch (lost with a
+    /// worker) is recomputed from its lineage: the task that produced it is
+    /// queued too, and so on back to blocks that are stored or computed
+    /// from nothing (generators). These tasks run with the batch, in
+    /// parallel wherever there are slots.
+    fn enqueue(&mut self, b: &mut Batch, task: Task) {
+        let mut plans: HashMap<u64, HashMap<BlockId, Task>> = HashMap::default();
+        let mut work = vec![task];
+        while let Some(task) = work.pop() {
+            let mut missing: Vec<BlockId> = task
+                .inputs
+                .iter()
+                .map(|i| i.block)
+                .filter(|blk| self.blocks.get(blk).is_none_or(|(h, _)| h.is_empty()))
+                .collect();
+            missing.sort();
+            missing.dedup();
             for m in &missing {
-                b.waiters.entry(*m).or_default().push(task.output);
+                // Produced by this batch (or its receivers), or already
+                // being recomputed.
+                if m.dataset.batch == b.number || b.tasks.contains_key(m) {
+                    continue;
+                }
+                let producer = plans
+                    .entry(m.dataset.batch)
+                    .or_insert_with(|| {
+                        Planner::new(&self.job)
+                            .plan(m.dataset.batch)
+                            .stages
+                            .into_iter()
+                            .flatten()
+                            .map(|t| (t.output, t))
+                            .collect()
+                    })
+                    .get(m)
+                    .cloned();
+                match producer {
+                    Some(t) => {
+                        self.stats.tasks_recomputed += 1;
+                        b.tasks.insert(*m, t.clone());
+                        work.push(t);
+                    }
+                    None => {
+                        let name = &self.job.node(m.dataset.node).name;
+                        self.commands.push_back(Command::Failed {
+                            message: format!(
+                                "block {m} of `{name}` was lost with every worker holding it \
+                                 and cannot be recomputed (received input)"
+                            ),
+                        });
+                    }
+                }
             }
-            b.blocked.insert(task.output, (task, missing.len()));
+            if missing.is_empty() {
+                b.pending.push(Pending {
+                    task,
+                    ready_since: None,
+                    wake: None,
+                    preferred: None,
+                });
+            } else {
+                for m in &missing {
+                    b.waiters.entry(*m).or_default().push(task.output);
+                }
+                b.blocked.insert(task.output, (task, missing.len()));
+            }
         }
     }
 
@@ -566,6 +691,7 @@ impl Coordinator {
             for task in plan.stages.into_iter().flatten() {
                 self.enqueue(&mut b, task);
             }
+            self.recover_into(&mut b);
             self.current = Some(b);
             let cuts: Vec<(NodeId, WorkerId)> = self
                 .receivers

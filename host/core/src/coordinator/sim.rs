@@ -47,6 +47,8 @@ pub struct Sim {
     pub receivers_started: Vec<(NodeId, WorkerId)>,
     /// Input cuts: (batch, receiver's worker, replica).
     pub cuts: Vec<(u64, WorkerId, Option<WorkerId>)>,
+    /// Why the job failed, if it did.
+    pub failed: Vec<String>,
 }
 
 impl Sim {
@@ -73,7 +75,15 @@ impl Sim {
             slow: None,
             receivers_started: Vec::new(),
             cuts: Vec::new(),
+            failed: Vec::new(),
         }
+    }
+
+    /// A worker (re)joins with `slots` slots; returns its id.
+    pub fn add_worker(&mut self, slots: u32) -> WorkerId {
+        let id = self.coord.handle_register(slots, self.now);
+        self.workers.push(id);
+        id
     }
 
     fn drain(&mut self) {
@@ -123,6 +133,7 @@ impl Sim {
                     self.done.push(batch);
                 }
                 Command::WorkerLost { worker } => self.lost.push(worker),
+                Command::Failed { message } => self.failed.push(message),
                 Command::StartReceiver { worker, source } => {
                     self.receivers_started.push((source, worker));
                 }

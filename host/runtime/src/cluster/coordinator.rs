@@ -145,6 +145,13 @@ enum Event {
     },
     /// Something a job needs failed.
     Failed { job: u32, message: String },
+    /// The sink task could not fetch blocks: where are they now? (Lost
+    /// ones are recomputed.)
+    Locate {
+        job: u32,
+        blocks: Vec<BlockId>,
+        reply: oneshot::Sender<Located>,
+    },
     /// A connection closed.
     Closed { conn: usize, reason: String },
 }
@@ -436,6 +443,19 @@ impl State {
                 }
             }
             Event::Failed { job, message } => self.fail(job, message),
+            Event::Locate { job, blocks, reply } => {
+                let Some(c) = self.jobs.get_mut(&job).and_then(|j| j.coord.as_mut()) else {
+                    return; // the job is over: the sink task stops
+                };
+                let located: Vec<(BlockId, Vec<WorkerId>)> =
+                    blocks.into_iter().map(|b| (b, c.locate(b, now))).collect();
+                let _ = reply.send(
+                    located
+                        .into_iter()
+                        .map(|(b, h)| (b, peers(&self.workers, &h)))
+                        .collect(),
+                );
+            }
             Event::Closed { conn, reason } => {
                 if let Some(id) = self.by_conn.get(&conn).copied() {
                     self.lose(id, &format!("connection closed: {reason}"));
@@ -518,15 +538,23 @@ impl State {
                     job,
                     block,
                     message,
+                    retry,
                 },
                 Some(id),
             ) => {
-                // Operators are deterministic: a task that failed fails
-                // wherever it runs again.
-                self.fail(
-                    job,
-                    format!("task {block} failed on worker {id}: {message}"),
-                );
+                if retry {
+                    tracing::info!(job, %block, worker = id, %message, "task sent again");
+                    if let Some(c) = self.jobs.get_mut(&job).and_then(|j| j.coord.as_mut()) {
+                        c.handle_task_retry(id, block, now);
+                    }
+                } else {
+                    // Operators are deterministic: a task that failed fails
+                    // wherever it runs again.
+                    self.fail(
+                        job,
+                        format!("task {block} failed on worker {id}: {message}"),
+                    );
+                }
                 Message::Ack
             }
             (Message::GetStatus, _) => self.status(now),
@@ -588,6 +616,7 @@ impl State {
                     last_processing_us: 0,
                     last_delay_us: 0,
                     records_out: 0,
+                    recomputed: 0,
                 },
             },
         );
@@ -741,6 +770,7 @@ impl State {
     fn drain(&mut self) {
         let mut lost = Vec::new();
         let mut finished = Vec::new();
+        let mut failed = Vec::new();
         for (job, j) in &mut self.jobs {
             let Some(c) = j.coord.as_mut() else { continue };
             while let Some(cmd) = c.poll_command() {
@@ -804,6 +834,7 @@ impl State {
                         }
                     }
                     Command::WorkerLost { worker } => lost.push(worker),
+                    Command::Failed { message } => failed.push((*job, message)),
                     Command::StartReceiver { worker, source } => {
                         let Some(w) = self.workers.get(&worker) else {
                             continue;
@@ -872,6 +903,14 @@ impl State {
                 finished.push(*job);
             }
         }
+        for (job, message) in failed {
+            self.fail(job, message);
+        }
+        for j in self.jobs.values_mut() {
+            if let Some(c) = &j.coord {
+                j.status.recomputed = c.stats().tasks_recomputed;
+            }
+        }
         for job in finished {
             let j = self.jobs.get_mut(&job).expect("listed");
             j.state = JobState::Finished;
@@ -917,10 +956,10 @@ async fn write_outputs(
         'sinks: for (i, blocks) in &o.parts {
             let mut parts = Vec::with_capacity(blocks.len());
             for (b, holders) in blocks {
-                match peers.fetch(job_id, *b, None, holders).await {
+                match fetch_output(job_id, *b, holders, &peers, &events).await {
                     Ok(batch) => parts.push(batch),
                     Err(e) => {
-                        failed = Some(e.to_string());
+                        failed = Some(e);
                         break 'sinks;
                     }
                 }
@@ -965,6 +1004,47 @@ async fn write_outputs(
         });
         if stop {
             return;
+        }
+    }
+}
+
+/// How long the sinks wait for an output lost with a worker to be
+/// recomputed.
+const OUTPUT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Fetches an output block; when its holders fail, asks the loop where it
+/// is now (a lost block is recomputed) and tries again, for a while.
+async fn fetch_output(
+    job: u32,
+    block: BlockId,
+    holders: &[Peer],
+    peers: &Peers,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Result<Batch, String> {
+    let deadline = Instant::now() + OUTPUT_PATIENCE;
+    let mut holders = holders.to_vec();
+    loop {
+        let error = match peers.fetch(job, block, None, &holders).await {
+            Ok(b) => return Ok(b),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(error);
+        }
+        tracing::info!(job, %block, %error, "output not fetched; locating it again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (reply, answer) = oneshot::channel();
+        let ask = Event::Locate {
+            job,
+            blocks: vec![block],
+            reply,
+        };
+        if events.send(ask).is_err() {
+            return Err(error);
+        }
+        match answer.await {
+            Ok(mut located) => holders = located.pop().map(|(_, h)| h).unwrap_or_default(),
+            Err(_) => return Err(error),
         }
     }
 }

@@ -398,11 +398,15 @@ impl Node {
                 bytes,
             },
             Err(e) => {
-                tracing::warn!(job, block = %output, error = %e, "task failed");
+                // Inputs that could not be fetched are worth another try;
+                // anything else is the operator's (or the job's) failure.
+                let retry = matches!(e, Error::Net { .. });
+                tracing::warn!(job, block = %output, error = %e, retry, "task failed");
                 Message::TaskFailed {
                     job,
                     block: output,
                     message: e.to_string(),
+                    retry,
                 }
             }
         };

@@ -82,6 +82,20 @@ pub fn init(dir: &Path, workers: u32) -> Result<Vec<PathBuf>, Error> {
     Ok(written)
 }
 
+/// A peer silent this long (no packet, not even a keep-alive) is gone: its
+/// connection fails and so does any request on it. Keep-alives go every
+/// 500 ms, so only a dead or cut-off peer is this silent.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(std::time::Duration::from_millis(500)));
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("a small timeout"),
+    ));
+    Arc::new(t)
+}
+
 /// A node's identity: its certificate chain and key, and the cluster CA it
 /// trusts.
 #[derive(Debug)]
@@ -152,8 +166,7 @@ impl Identity {
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| tls_err("QUIC server config")(e.to_string()))?;
         let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-        let transport = Arc::get_mut(&mut cfg.transport).expect("fresh config");
-        transport.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+        cfg.transport_config(transport());
         Ok(cfg)
     }
 
@@ -168,6 +181,8 @@ impl Identity {
             .map_err(|e| tls_err("client certificate")(e.to_string()))?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| tls_err("QUIC client config")(e.to_string()))?;
-        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+        let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+        cfg.transport_config(transport());
+        Ok(cfg)
     }
 }

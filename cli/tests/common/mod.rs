@@ -1,0 +1,208 @@
+//! Helpers shared by the tests that start clusters.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn dstream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dstream"))
+}
+
+/// A process whose stderr lines are collected; killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().unwrap();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { return };
+                l.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a stderr line containing `what`; returns it.
+    pub fn wait_for(&self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(what)) {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {what:?} in:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A coordinator and `workers` workers on loopback, with certificates in
+/// `dir/certs`.
+pub struct Cluster {
+    pub certs: PathBuf,
+    pub addr: String,
+    pub coordinator: Proc,
+    pub workers: Vec<Proc>,
+}
+
+impl Cluster {
+    pub fn start(dir: &Path, workers: u32) -> Self {
+        Self::start_with(dir, workers, &[])
+    }
+
+    /// Like [`start`](Self::start), with more arguments for the coordinator.
+    pub fn start_with(dir: &Path, workers: u32, coordinator_args: &[&str]) -> Self {
+        let certs = dir.join("certs");
+        let out = dstream()
+            .args(["cluster", "init"])
+            .arg(&certs)
+            .args(["--workers", &workers.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let coordinator = Proc::spawn(
+            dstream()
+                .args(["coordinator", "--listen", "127.0.0.1:0", "--certs"])
+                .arg(&certs)
+                .args(coordinator_args),
+        );
+        let line = coordinator.wait_for("coordinator listening on ");
+        let addr = line.rsplit(' ').next().unwrap().to_string();
+        let mut c = Self {
+            certs,
+            addr,
+            coordinator,
+            workers: Vec::new(),
+        };
+        for i in 1..=workers {
+            let w = c.worker(&c.certs.clone(), &format!("worker-{i}"));
+            w.wait_for("joined the coordinator");
+            c.workers.push(w);
+        }
+        c
+    }
+
+    pub fn worker(&self, certs: &Path, name: &str) -> Proc {
+        Proc::spawn(
+            dstream()
+                .args([
+                    "worker", "--join", &self.addr, "--slots", "2", "--name", name,
+                ])
+                .arg("--certs")
+                .arg(certs),
+        )
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        dstream()
+            .args(args)
+            .args(["--coordinator", &self.addr, "--certs"])
+            .arg(&self.certs)
+            .output()
+            .unwrap()
+    }
+
+    /// `dstream status`, the worker rows.
+    pub fn workers_status(&self) -> Vec<WorkerRow> {
+        let out = self.cli(&["status"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .filter(|l| {
+                l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains("worker-")
+            })
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let n = |i: usize| f[i].parse::<u64>().unwrap();
+                WorkerRow {
+                    name: f[1].to_string(),
+                    tasks: n(4),
+                    fetched: n(6),
+                    served: n(8),
+                    received: n(9),
+                    replicas: n(10),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A worker's row in `dstream status`.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub struct WorkerRow {
+    pub name: String,
+    pub tasks: u64,
+    pub fetched: u64,
+    pub served: u64,
+    pub received: u64,
+    pub replicas: u64,
+}
+
+pub fn job_file(dir: &Path, name: &str, body: &str, out: &str) -> PathBuf {
+    let text = format!(
+        "name = \"{name}\"\ninterval = \"200ms\"\npartitions = 4\n{body}\n[sinks.out]\nfrom = \"counts\"\nkind = \"files\"\ndir = \"{out}\"\n"
+    );
+    let path = dir.join(format!("{name}-{out}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn wordcount() -> String {
+    format!(
+        "[plugins]\nwc = \"{}\"\n[sources.lines]\nkind = \"generator\"\nformat = \"words\"\nrate = 20000\nseed = 5\n[streams.words]\nfrom = \"lines\"\nflat_map = \"wc/split\"\n[streams.counts]\nfrom = \"words\"\nrunning_reduce = \"sum\"\n",
+        dstream_artifacts::WORDCOUNT
+    )
+}
+
+pub fn pageviews() -> String {
+    format!(
+        "[plugins]\npv = \"{}\"\n[sources.views]\nkind = \"generator\"\nformat = \"pageviews\"\nrate = 5000\nseed = 9\n[streams.ones]\nfrom = \"views\"\nmap = \"pv/url_one\"\n[streams.counts]\nfrom = \"ones\"\nrunning_reduce = \"sum\"\n",
+        dstream_artifacts::PAGEVIEWS
+    )
+}
+
+/// The files a files sink wrote, by name.
+pub fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,97 @@
+//! Faults on a real cluster: worker processes killed with SIGKILL while a
+//! running count goes on; the output must be the failure-free run's.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Proc, dstream, files, job_file, pageviews};
+use dstream_core::generate::SplitMix64;
+
+const BATCHES: u64 = 12;
+
+/// `DSTREAM_KILL_RUNS` runs (20 by default; a longer command runs
+/// hundreds): each submits the running page-view count, SIGKILLs a worker
+/// picked at random at a random moment (while the job loads or runs), starts
+/// a fresh worker in its place, and checks the files the job wrote against
+/// the embedded run's: same batches, same bytes, none missing or doubled.
+#[test]
+fn a_worker_killed_at_a_random_moment_changes_nothing_in_the_output() {
+    let runs: u64 = std::env::var("DSTREAM_KILL_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("DSTREAM_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(42);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_with(dir.path(), 3, &["--heartbeat-timeout", "1s"]);
+    let body = pageviews();
+    // The failure-free output, from the embedded engine.
+    let job = job_file(dir.path(), "pv", &body, "embedded");
+    let out = dstream()
+        .args(["run", "-q", "--fresh", "--batches", &BATCHES.to_string()])
+        .arg(&job)
+        .arg("--checkpoint-dir")
+        .arg(dir.path().join("ck"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let expected = files(&dir.path().join("embedded"));
+    assert_eq!(expected.len() as u64, BATCHES);
+    let mut rng = SplitMix64::new(seed);
+    let mut next_name = 4;
+    for run in 0..runs {
+        let out_dir = format!("run{run}");
+        let job = job_file(dir.path(), "pv", &body, &out_dir);
+        let submit = Proc::spawn(
+            dstream()
+                .args(["submit", job.to_str().unwrap(), "--wait", "--batches"])
+                .arg(BATCHES.to_string())
+                .args(["--coordinator", &cluster.addr, "--certs"])
+                .arg(&cluster.certs),
+        );
+        let wait = Duration::from_millis(300 + rng.below(2700));
+        let victim = rng.below(cluster.workers.len() as u64) as usize;
+        std::thread::sleep(wait);
+        let killed = &mut cluster.workers[victim];
+        killed.child.kill().unwrap(); // SIGKILL
+        killed.child.wait().unwrap();
+        let fresh = cluster.worker(
+            &cluster.certs.clone(),
+            &format!("worker-{}", 1 + next_name % 3),
+        );
+        next_name += 1;
+        fresh.wait_for("joined the coordinator");
+        cluster.workers[victim] = fresh;
+        let mut submit = submit;
+        let status = submit.child.wait().unwrap();
+        let context = format!(
+            "run {run} (seed {seed}): worker {victim} killed {} ms after submitting\nsubmit:\n{}\ncoordinator:\n{}",
+            wait.as_millis(),
+            submit.log(),
+            cluster.coordinator.log()
+        );
+        assert!(status.success(), "{context}");
+        let got = files(&dir.path().join(&out_dir));
+        assert_eq!(
+            got.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            expected.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            "{context}"
+        );
+        assert!(got == expected, "run {run}: output differs\n{context}");
+    }
+    // Every kill was noticed, and some hit a running job whose lost blocks
+    // were rebuilt from lineage.
+    let log = cluster.coordinator.log();
+    assert_eq!(log.matches(" lost: ").count() as u64, runs, "{log}");
+    let out = cluster.cli(&["status"]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    let recomputed: u64 = status
+        .lines()
+        .filter_map(|l| l.split("recomputed ").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(runs < 5 || recomputed > 0, "{status}");
+}
