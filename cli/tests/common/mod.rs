@@ -8,18 +8,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub fn dstream() -> Command {
+pub(crate) fn dstream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dstream"))
 }
 
 /// A process whose stderr lines are collected; killed when dropped.
-pub struct Proc {
-    pub child: Child,
-    pub lines: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proc {
-    pub fn spawn(cmd: &mut Command) -> Self {
+    pub(crate) fn spawn(cmd: &mut Command) -> Self {
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -38,7 +38,7 @@ impl Proc {
     }
 
     /// Waits for a stderr line containing `what`; returns it.
-    pub fn wait_for(&self, what: &str) -> String {
+    pub(crate) fn wait_for(&self, what: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(what)) {
@@ -53,7 +53,7 @@ impl Proc {
         }
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 }
@@ -67,20 +67,20 @@ impl Drop for Proc {
 
 /// A coordinator and `workers` workers on loopback, with certificates in
 /// `dir/certs`.
-pub struct Cluster {
-    pub certs: PathBuf,
-    pub addr: String,
-    pub coordinator: Proc,
-    pub workers: Vec<Proc>,
+pub(crate) struct Cluster {
+    pub(crate) certs: PathBuf,
+    pub(crate) addr: String,
+    pub(crate) coordinator: Proc,
+    pub(crate) workers: Vec<Proc>,
 }
 
 impl Cluster {
-    pub fn start(dir: &Path, workers: u32) -> Self {
+    pub(crate) fn start(dir: &Path, workers: u32) -> Self {
         Self::start_with(dir, workers, &[])
     }
 
     /// Like [`start`](Self::start), with more arguments for the coordinator.
-    pub fn start_with(dir: &Path, workers: u32, coordinator_args: &[&str]) -> Self {
+    pub(crate) fn start_with(dir: &Path, workers: u32, coordinator_args: &[&str]) -> Self {
         let certs = dir.join("certs");
         let out = dstream()
             .args(["cluster", "init"])
@@ -111,7 +111,7 @@ impl Cluster {
         c
     }
 
-    pub fn worker(&self, certs: &Path, name: &str) -> Proc {
+    pub(crate) fn worker(&self, certs: &Path, name: &str) -> Proc {
         Proc::spawn(
             dstream()
                 .args([
@@ -122,7 +122,7 @@ impl Cluster {
         )
     }
 
-    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         dstream()
             .args(args)
             .args(["--coordinator", &self.addr, "--certs"])
@@ -132,7 +132,7 @@ impl Cluster {
     }
 
     /// `dstream status`, the worker rows.
-    pub fn workers_status(&self) -> Vec<WorkerRow> {
+    pub(crate) fn workers_status(&self) -> Vec<WorkerRow> {
         let out = self.cli(&["status"]);
         assert!(out.status.success(), "{out:?}");
         let text = String::from_utf8(out.stdout).unwrap();
@@ -159,16 +159,16 @@ impl Cluster {
 /// A worker's row in `dstream status`.
 #[derive(Debug)]
 #[allow(dead_code)]
-pub struct WorkerRow {
-    pub name: String,
-    pub tasks: u64,
-    pub fetched: u64,
-    pub served: u64,
-    pub received: u64,
-    pub replicas: u64,
+pub(crate) struct WorkerRow {
+    pub(crate) name: String,
+    pub(crate) tasks: u64,
+    pub(crate) fetched: u64,
+    pub(crate) served: u64,
+    pub(crate) received: u64,
+    pub(crate) replicas: u64,
 }
 
-pub fn job_file(dir: &Path, name: &str, body: &str, out: &str) -> PathBuf {
+pub(crate) fn job_file(dir: &Path, name: &str, body: &str, out: &str) -> PathBuf {
     let text = format!(
         "name = \"{name}\"\ninterval = \"200ms\"\npartitions = 4\n{body}\n[sinks.out]\nfrom = \"counts\"\nkind = \"files\"\ndir = \"{out}\"\n"
     );
@@ -177,14 +177,14 @@ pub fn job_file(dir: &Path, name: &str, body: &str, out: &str) -> PathBuf {
     path
 }
 
-pub fn wordcount() -> String {
+pub(crate) fn wordcount() -> String {
     format!(
         "[plugins]\nwc = \"{}\"\n[sources.lines]\nkind = \"generator\"\nformat = \"words\"\nrate = 20000\nseed = 5\n[streams.words]\nfrom = \"lines\"\nflat_map = \"wc/split\"\n[streams.counts]\nfrom = \"words\"\nrunning_reduce = \"sum\"\n",
         dstream_artifacts::WORDCOUNT
     )
 }
 
-pub fn pageviews() -> String {
+pub(crate) fn pageviews() -> String {
     format!(
         "[plugins]\npv = \"{}\"\n[sources.views]\nkind = \"generator\"\nformat = \"pageviews\"\nrate = 5000\nseed = 9\n[streams.ones]\nfrom = \"views\"\nmap = \"pv/url_one\"\n[streams.counts]\nfrom = \"ones\"\nrunning_reduce = \"sum\"\n",
         dstream_artifacts::PAGEVIEWS
@@ -192,7 +192,7 @@ pub fn pageviews() -> String {
 }
 
 /// The files a files sink wrote, by name.
-pub fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
