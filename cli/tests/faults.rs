@@ -41,7 +41,6 @@ fn a_worker_killed_at_a_random_moment_changes_nothing_in_the_output() {
     let expected = files(&dir.path().join("embedded"));
     assert_eq!(expected.len() as u64, BATCHES);
     let mut rng = SplitMix64::new(seed);
-    let mut next_name = 4;
     for run in 0..runs {
         let out_dir = format!("run{run}");
         let job = job_file(dir.path(), "pv", &body, &out_dir);
