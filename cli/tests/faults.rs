@@ -57,11 +57,7 @@ fn a_worker_killed_at_a_random_moment_changes_nothing_in_the_output() {
         let killed = &mut cluster.workers[victim];
         killed.child.kill().unwrap(); // SIGKILL
         killed.child.wait().unwrap();
-        let fresh = cluster.worker(
-            &cluster.certs.clone(),
-            &format!("worker-{}", 1 + next_name % 3),
-        );
-        next_name += 1;
+        let fresh = cluster.worker(&cluster.certs.clone(), &format!("worker-{}", 1 + victim));
         fresh.wait_for("joined the coordinator");
         cluster.workers[victim] = fresh;
         let mut submit = submit;
