@@ -106,6 +106,16 @@ pub(crate) struct CoordinatorArgs {
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub(crate) heartbeat_timeout: Duration,
 
+    /// A task running this many times the median of its stage's finished
+    /// tasks gets a speculative copy on another worker (the first result
+    /// wins); 0 turns speculation off.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.5)]
+    pub(crate) speculation: f64,
+
+    /// Tasks running less than this are never copied.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub(crate) speculation_min: Duration,
+
     #[command(flatten)]
     pub(crate) certs: CertArgs,
 }
@@ -128,6 +138,19 @@ pub(crate) struct WorkerArgs {
     /// Tasks run at once [default: one per core].
     #[arg(long, value_name = "N")]
     pub(crate) slots: Option<u32>,
+
+    /// Fault injection: every task takes FACTOR times longer.
+    #[arg(long, value_name = "FACTOR")]
+    pub(crate) fault_slow: Option<f64>,
+
+    /// Fault injection: after DURATION, send nothing more to the
+    /// coordinator (heartbeats, task reports), as if cut off.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) fault_drop_after: Option<Duration>,
+
+    /// Fault injection: exit abruptly after DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) fault_exit_after: Option<Duration>,
 
     #[command(flatten)]
     pub(crate) certs: CertArgs,

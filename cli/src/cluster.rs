@@ -49,9 +49,17 @@ fn ms(d: Duration) -> f64 {
 pub(crate) fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     let id = identity(&a.certs.certs, "coordinator")?;
     let runtime = Runtime::new(Limits::default())?;
+    if !(a.speculation == 0.0 || a.speculation >= 1.0) {
+        bail!(
+            "--speculation {} makes no sense: use a factor of 1 or more (1.5 is usual), or 0 to turn it off",
+            a.speculation
+        );
+    }
     let opts = CoordinatorOptions {
         listen: a.listen,
         heartbeat_timeout: a.heartbeat_timeout,
+        speculation: (a.speculation > 0.0).then_some(a.speculation),
+        speculation_min: a.speculation_min,
     };
     tokio()?.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -109,6 +117,11 @@ pub(crate) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
         listen: a.listen,
         name: a.name.clone(),
         slots,
+        faults: worker::Faults {
+            slow: a.fault_slow,
+            drop_after: a.fault_drop_after,
+            exit_after: a.fault_exit_after,
+        },
     };
     let join = a.join;
     tokio()?.block_on(worker::run(
@@ -228,11 +241,12 @@ pub(crate) fn status(a: StatusArgs) -> anyhow::Result<()> {
         last_delay_us,
         records_out,
         recomputed,
+        speculated,
     } in &jobs
     {
         writeln!(
             out,
-            "  {job:>3}  {name:<20} {state:<10} batches {batches_done}  records out {records_out}  recomputed {recomputed}  last batch {:.1} ms  delay {:.1} ms",
+            "  {job:>3}  {name:<20} {state:<10} batches {batches_done}  records out {records_out}  recomputed {recomputed}  speculated {speculated}  last batch {:.1} ms  delay {:.1} ms",
             *last_processing_us as f64 / 1e3,
             *last_delay_us as f64 / 1e3
         )?;

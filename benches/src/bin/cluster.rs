@@ -80,6 +80,7 @@ async fn trial(certs: &Path, workers: u32, slots: u32, rate: u64, batches: u64) 
         let opts = CoordinatorOptions {
             listen: "127.0.0.1:0".parse().expect("address"),
             heartbeat_timeout: Duration::from_secs(10),
+            ..CoordinatorOptions::default()
         };
         coordinator::run(opts, &id, rt, tx, stop).await
     });
@@ -94,6 +95,7 @@ async fn trial(certs: &Path, workers: u32, slots: u32, rate: u64, batches: u64) 
             listen: "127.0.0.1:0".parse().expect("address"),
             name: format!("worker-{i}"),
             slots,
+            faults: worker::Faults::default(),
         };
         let rt = runtime.clone();
         let stop = stopped(stop_rx.clone());

@@ -44,8 +44,14 @@ impl Proc {
             if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(what)) {
                 return l.clone();
             }
+            let failed = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("error:"));
             assert!(
-                Instant::now() < deadline,
+                Instant::now() < deadline && !failed,
                 "no line with {what:?} in:\n{}",
                 self.log()
             );
@@ -112,14 +118,32 @@ impl Cluster {
     }
 
     pub(crate) fn worker(&self, certs: &Path, name: &str) -> Proc {
+        self.worker_with(certs, name, &[])
+    }
+
+    /// A worker with more arguments (fault injection, say).
+    pub(crate) fn worker_with(&self, certs: &Path, name: &str, extra: &[&str]) -> Proc {
         Proc::spawn(
             dstream()
                 .args([
                     "worker", "--join", &self.addr, "--slots", "2", "--name", name,
                 ])
                 .arg("--certs")
-                .arg(certs),
+                .arg(certs)
+                .args(extra),
         )
+    }
+
+    /// A number from the job line of `dstream status` (`recomputed`,
+    /// `speculated`, ...), summed over jobs.
+    pub(crate) fn job_counter(&self, what: &str) -> u64 {
+        let out = self.cli(&["status"]);
+        let status = String::from_utf8_lossy(&out.stdout);
+        status
+            .lines()
+            .filter_map(|l| l.split(&format!("{what} ")).nth(1))
+            .map(|r| r.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+            .sum()
     }
 
     pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {

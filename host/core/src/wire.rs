@@ -137,6 +137,8 @@ pub struct JobStatus {
     /// Tasks of earlier batches run again to rebuild blocks lost with
     /// workers.
     pub recomputed: u64,
+    /// Speculative copies of slow tasks launched.
+    pub speculated: u64,
 }
 
 /// Everything coordinator, workers and the CLI say to each other. Each
@@ -224,6 +226,15 @@ pub enum Message {
         task: Task,
         /// For each input block, the workers holding it.
         sources: Vec<(BlockId, Vec<Peer>)>,
+    },
+    /// Coordinator to worker: another copy of this task won; stop it if it
+    /// has not finished (it then reports [`Message::TaskFailed`] with
+    /// `retry`).
+    Cancel {
+        /// Job id.
+        job: u32,
+        /// The task's output.
+        block: BlockId,
     },
     /// Worker to coordinator: a task's output is in its block store.
     TaskDone {

@@ -36,6 +36,15 @@ pub struct Config {
     pub locality_wait: Duration,
     /// Stop after this batch (`None`: run until stopped).
     pub last_batch: Option<u64>,
+    /// A task running longer than this multiple of the median time of its
+    /// stage's finished tasks gets a speculative copy on another worker
+    /// (once at least half of the stage has finished); `None` turns
+    /// speculation off.
+    pub speculation: Option<f64>,
+    /// Tasks running less than this are never copied (as Spark's
+    /// `speculation.minTaskRuntime`): below it, a copy costs more than the
+    /// wait.
+    pub speculation_min: Duration,
 }
 
 impl Default for Config {
@@ -44,6 +53,8 @@ impl Default for Config {
             heartbeat_timeout: Duration::from_secs(3),
             locality_wait: Duration::from_millis(20),
             last_batch: None,
+            speculation: Some(1.5),
+            speculation_min: Duration::from_millis(100),
         }
     }
 }
@@ -103,6 +114,14 @@ pub enum Command {
         /// A second worker to hold a copy of the blocks.
         replica: Option<WorkerId>,
     },
+    /// Another copy of the task won: the worker may stop computing
+    /// `block` (its result will be dropped anyway).
+    Cancel {
+        /// The worker.
+        worker: WorkerId,
+        /// The task's output.
+        block: BlockId,
+    },
     /// The job cannot go on (a block that cannot be recomputed was lost).
     Failed {
         /// Why.
@@ -145,6 +164,14 @@ struct Pending {
     preferred: Option<(Vec<WorkerId>, bool)>,
 }
 
+/// A task sent to workers: the attempts running it (two when it was
+/// speculated), each with its worker and start.
+#[derive(Debug)]
+struct Run {
+    task: Task,
+    attempts: Vec<(WorkerId, Instant)>,
+}
+
 #[derive(Debug)]
 struct Batch {
     number: u64,
@@ -156,7 +183,14 @@ struct Batch {
     blocked: HashMap<BlockId, (Task, usize)>,
     /// For each missing block, the tasks (by output) waiting for it.
     waiters: HashMap<BlockId, Vec<BlockId>>,
-    running: HashMap<BlockId, (WorkerId, Task)>,
+    running: HashMap<BlockId, Run>,
+    /// Each planned task's stage (recovery tasks have none).
+    stage_of: HashMap<BlockId, usize>,
+    /// Per stage: tasks in it, and the times of those finished.
+    stages: Vec<(usize, Vec<Duration>)>,
+    /// Attempts that lost to another copy of their task: their results are
+    /// dropped when they come.
+    losers: BTreeSet<(WorkerId, BlockId)>,
     outputs: BTreeSet<BlockId>,
     /// Every task of the batch by output: its lineage, to recompute a block
     /// lost with a worker.
@@ -177,6 +211,10 @@ pub struct Stats {
     pub tasks_recomputed: u64,
     /// Tasks sent again after a worker could not fetch their inputs.
     pub tasks_retried: u64,
+    /// Speculative copies launched.
+    pub tasks_speculated: u64,
+    /// Results that came after another copy of their task had won.
+    pub late_results: u64,
 }
 
 /// The coordinator of one job.
@@ -200,6 +238,9 @@ pub struct Coordinator {
     receivers: BTreeMap<NodeId, Option<WorkerId>>,
     /// Blocks to recompute with the next batch (asked for between batches).
     recover: BTreeSet<BlockId>,
+    /// The time of the last scheduling pass (stragglers due before it and
+    /// not copied then wait for the next event).
+    last_pass: Instant,
 }
 
 impl Coordinator {
@@ -224,6 +265,7 @@ impl Coordinator {
                 .map(|id| (id, None))
                 .collect(),
             recover: BTreeSet::new(),
+            last_pass: now,
             job,
         }
     }
@@ -392,10 +434,34 @@ impl Coordinator {
         let Some(b) = self.current.as_mut() else {
             return;
         };
-        if b.running.get(&block).map(|(w, _)| *w) != Some(worker) {
-            return; // a late or duplicate answer: the first result won
+        let won = b
+            .running
+            .get(&block)
+            .is_some_and(|r| r.attempts.iter().any(|(w, _)| *w == worker));
+        if !won {
+            // A late or duplicate answer: the first result won. A copy that
+            // lost has its output dropped.
+            if b.losers.remove(&(worker, block)) {
+                self.stats.late_results += 1;
+                self.commands.push_back(Command::Drop {
+                    worker,
+                    blocks: vec![block],
+                });
+            }
+            return;
         }
-        b.running.remove(&block);
+        let run = b.running.remove(&block).expect("present");
+        for (w, _) in run.attempts.iter().filter(|(w, _)| *w != worker) {
+            b.losers.insert((*w, block));
+            self.commands
+                .push_back(Command::Cancel { worker: *w, block });
+        }
+        if let Some(stage) = b.stage_of.get(&block) {
+            let started = run.attempts[0].1;
+            b.stages[*stage]
+                .1
+                .push(now.saturating_duration_since(started));
+        }
         b.outputs.insert(block);
         let entry = self.blocks.entry(block).or_insert((Vec::new(), bytes));
         if !entry.0.contains(&worker) {
@@ -418,10 +484,15 @@ impl Coordinator {
         let Some(mut b) = self.current.take() else {
             return;
         };
-        if b.running.get(&block).map(|(w, _)| *w) == Some(worker) {
-            let (_, task) = b.running.remove(&block).expect("present");
-            self.stats.tasks_retried += 1;
-            self.enqueue(&mut b, task);
+        if let Some(run) = b.running.get_mut(&block)
+            && run.attempts.iter().any(|(w, _)| *w == worker)
+        {
+            run.attempts.retain(|(w, _)| *w != worker);
+            if run.attempts.is_empty() {
+                let run = b.running.remove(&block).expect("present");
+                self.stats.tasks_retried += 1;
+                self.enqueue(&mut b, run.task);
+            }
         }
         self.current = Some(b);
         self.schedule(now);
@@ -514,7 +585,19 @@ impl Coordinator {
         let due = match &self.current {
             None if self.config.last_batch.is_some_and(|l| self.next_batch > l) => None,
             None => Some(self.due(self.next_batch)),
-            Some(b) => b.pending.iter().filter_map(|p| p.wake).min(),
+            Some(b) => {
+                let wake = b.pending.iter().filter_map(|p| p.wake).min();
+                let straggler = b
+                    .running
+                    .iter()
+                    .filter_map(|(id, r)| self.straggler_at(b, id, r))
+                    .filter(|t| *t > self.last_pass)
+                    .min();
+                match (wake, straggler) {
+                    (Some(a), Some(c)) => Some(a.min(c)),
+                    (a, c) => a.or(c),
+                }
+            }
         };
         let heartbeat = self
             .workers
@@ -550,10 +633,14 @@ impl Coordinator {
         let Some(mut b) = self.current.take() else {
             return;
         };
+        for r in b.running.values_mut() {
+            r.attempts.retain(|(w, _)| *w != id);
+        }
+        b.losers.retain(|(w, _)| *w != id);
         let mut again: Vec<Task> = b
             .running
-            .extract_if(|_, (w, _)| *w == id)
-            .map(|(_, (_, t))| t)
+            .extract_if(|_, r| r.attempts.is_empty())
+            .map(|(_, r)| r.task)
             .collect();
         let gone: Vec<BlockId> = b
             .outputs
@@ -677,7 +764,21 @@ impl Coordinator {
             self.next_batch += 1;
             let plan = Planner::new(&self.job).plan(number);
             let tasks = plan.tasks().map(|t| (t.output, t.clone())).collect();
+            let stage_of = plan
+                .stages
+                .iter()
+                .enumerate()
+                .flat_map(|(i, st)| st.iter().map(move |t| (t.output, i)))
+                .collect();
+            let stages = plan
+                .stages
+                .iter()
+                .map(|st| (st.len(), Vec::new()))
+                .collect();
             let mut b = Batch {
+                stage_of,
+                stages,
+                losers: BTreeSet::new(),
                 number,
                 started: now,
                 delay: now - self.due(number),
@@ -705,6 +806,7 @@ impl Coordinator {
         let Some(mut b) = self.current.take() else {
             return;
         };
+        self.last_pass = now;
         let mut still = Vec::with_capacity(b.pending.len());
         let mut free: u32 = self
             .workers
@@ -735,7 +837,13 @@ impl Coordinator {
                         .iter()
                         .map(|i| (i.block, self.blocks[&i.block].0.clone()))
                         .collect();
-                    b.running.insert(p.task.output, (worker, p.task.clone()));
+                    b.running.insert(
+                        p.task.output,
+                        Run {
+                            task: p.task.clone(),
+                            attempts: vec![(worker, now)],
+                        },
+                    );
                     self.commands.push_back(Command::RunTask {
                         worker,
                         task: p.task,
@@ -755,10 +863,76 @@ impl Coordinator {
             }
         }
         b.pending = still;
+        if free > 0 {
+            self.speculate(&mut b, now);
+        }
         if b.pending.is_empty() && b.blocked.is_empty() && b.running.is_empty() {
             self.finish(b, now);
         } else {
             self.current = Some(b);
+        }
+    }
+
+    /// When a running task of `b` becomes a straggler: its stage's median
+    /// finished time times the speculation factor after it started; `None`
+    /// while fewer than half of its stage has finished, or for a task
+    /// already copied.
+    fn straggler_at(&self, b: &Batch, block: &BlockId, run: &Run) -> Option<Instant> {
+        let factor = self.config.speculation?;
+        if run.attempts.len() != 1 {
+            return None;
+        }
+        let (size, done) = &b.stages[*b.stage_of.get(block)?];
+        if done.is_empty() || done.len() * 2 < *size {
+            return None;
+        }
+        let mut d = done.clone();
+        d.sort_unstable();
+        let median = d[d.len() / 2];
+        Some(run.attempts[0].1 + median.mul_f64(factor).max(self.config.speculation_min))
+    }
+
+    /// Launches a copy of every straggler on another worker with a free
+    /// slot (the least loaded).
+    fn speculate(&mut self, b: &mut Batch, now: Instant) {
+        let due: Vec<BlockId> = b
+            .running
+            .iter()
+            .filter(|(id, r)| self.straggler_at(b, id, r).is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for block in due {
+            let first = b.running[&block].attempts[0].0;
+            let Some(worker) = self
+                .workers
+                .iter()
+                .filter(|(id, w)| **id != first && w.running < w.slots)
+                .min_by_key(|(id, w)| (w.running * 1000 / w.slots, **id))
+                .map(|(id, _)| *id)
+            else {
+                return;
+            };
+            let run = b.running.get_mut(&block).expect("listed");
+            let sources: Vec<(BlockId, Vec<WorkerId>)> = run
+                .task
+                .inputs
+                .iter()
+                .map(|i| {
+                    let h = self.blocks.get(&i.block).map(|e| e.0.clone());
+                    (i.block, h.unwrap_or_default())
+                })
+                .collect();
+            if sources.iter().any(|(_, h)| h.is_empty()) {
+                continue;
+            }
+            run.attempts.push((worker, now));
+            self.workers.get_mut(&worker).expect("live").running += 1;
+            self.stats.tasks_speculated += 1;
+            self.commands.push_back(Command::RunTask {
+                worker,
+                task: run.task.clone(),
+                sources,
+            });
         }
     }
 

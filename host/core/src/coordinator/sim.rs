@@ -49,13 +49,22 @@ pub struct Sim {
     pub cuts: Vec<(u64, WorkerId, Option<WorkerId>)>,
     /// Why the job failed, if it did.
     pub failed: Vec<String>,
+    /// Copies told to stop because another won.
+    pub cancels: u64,
+    /// Each finished batch's processing time.
+    pub times: Vec<Duration>,
 }
 
 impl Sim {
     /// A coordinator for `job` with `workers` workers of `slots` slots.
     pub fn new(job: Job, workers: u32, slots: u32, seed: u64) -> Self {
+        Self::with_config(job, workers, slots, seed, Config::default())
+    }
+
+    /// [`new`](Self::new) with the coordinator's settings.
+    pub fn with_config(job: Job, workers: u32, slots: u32, seed: u64, config: Config) -> Self {
         let now = Instant::now();
-        let mut coord = Coordinator::new(job, Config::default(), now);
+        let mut coord = Coordinator::new(job, config, now);
         let ids = (0..workers)
             .map(|_| coord.handle_register(slots, now))
             .collect();
@@ -76,6 +85,8 @@ impl Sim {
             receivers_started: Vec::new(),
             cuts: Vec::new(),
             failed: Vec::new(),
+            cancels: 0,
+            times: Vec::new(),
         }
     }
 
@@ -127,13 +138,17 @@ impl Sim {
                         task.output,
                     )));
                 }
-                Command::BatchDone { batch, .. } => {
+                Command::BatchDone {
+                    batch, processing, ..
+                } => {
+                    self.times.push(processing);
                     // The simulated sinks write at once.
                     self.coord.handle_output_written(batch);
                     self.done.push(batch);
                 }
                 Command::WorkerLost { worker } => self.lost.push(worker),
                 Command::Failed { message } => self.failed.push(message),
+                Command::Cancel { .. } => self.cancels += 1,
                 Command::StartReceiver { worker, source } => {
                     self.receivers_started.push((source, worker));
                 }

@@ -34,6 +34,23 @@ pub struct CoordinatorOptions {
     pub listen: SocketAddr,
     /// A worker silent this long is lost.
     pub heartbeat_timeout: Duration,
+    /// Speculative copies: a task running this many times its stage's
+    /// median gets one (`None`: never).
+    pub speculation: Option<f64>,
+    /// No copy of a task running less than this.
+    pub speculation_min: Duration,
+}
+
+impl Default for CoordinatorOptions {
+    fn default() -> Self {
+        let core = Config::default();
+        Self {
+            listen: super::DEFAULT_COORDINATOR.parse().expect("a valid address"),
+            heartbeat_timeout: core.heartbeat_timeout,
+            speculation: core.speculation,
+            speculation_min: core.speculation_min,
+        }
+    }
 }
 
 /// What the coordinator reports as it goes (the CLI prints these).
@@ -189,6 +206,7 @@ struct JobEntry {
 
 struct State {
     timeout: Duration,
+    speculation: (Option<f64>, Duration),
     workers: BTreeMap<WorkerId, WorkerEntry>,
     by_conn: HashMap<usize, WorkerId>,
     next_worker: WorkerId,
@@ -230,6 +248,7 @@ pub async fn run(
     };
     let mut state = State {
         timeout: opts.heartbeat_timeout,
+        speculation: (opts.speculation, opts.speculation_min),
         workers: BTreeMap::new(),
         by_conn: HashMap::new(),
         next_worker: 1,
@@ -617,6 +636,7 @@ impl State {
                     last_delay_us: 0,
                     records_out: 0,
                     recomputed: 0,
+                    speculated: 0,
                 },
             },
         );
@@ -695,6 +715,8 @@ impl State {
         let config = Config {
             heartbeat_timeout: self.timeout,
             last_batch: j.spec.batches,
+            speculation: self.speculation.0,
+            speculation_min: self.speculation.1,
             ..Config::default()
         };
         let mut c = Coordinator::new((*j.job).clone(), config, now);
@@ -835,6 +857,15 @@ impl State {
                     }
                     Command::WorkerLost { worker } => lost.push(worker),
                     Command::Failed { message } => failed.push((*job, message)),
+                    Command::Cancel { worker, block } => {
+                        if let Some(w) = self.workers.get(&worker) {
+                            let conn = w.conn.clone();
+                            let msg = Message::Cancel { job: *job, block };
+                            tokio::spawn(async move {
+                                let _ = net::request(&conn, &msg).await;
+                            });
+                        }
+                    }
                     Command::StartReceiver { worker, source } => {
                         let Some(w) = self.workers.get(&worker) else {
                             continue;
@@ -909,6 +940,7 @@ impl State {
         for j in self.jobs.values_mut() {
             if let Some(c) = &j.coord {
                 j.status.recomputed = c.stats().tasks_recomputed;
+                j.status.speculated = c.stats().tasks_speculated;
             }
         }
         for job in finished {

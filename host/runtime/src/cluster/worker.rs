@@ -2,11 +2,12 @@
 //! sent, runs tasks over the blocks in its store (fetching inputs it lacks
 //! from the workers holding them) and serves its blocks to peers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use dstream_core::Batch;
 use dstream_core::exec::{Block, Executor, Pools};
@@ -34,6 +35,21 @@ pub struct WorkerOptions {
     pub name: String,
     /// Tasks run at once.
     pub slots: u32,
+    /// Faults to inject, for tests and demos.
+    pub faults: Faults,
+}
+
+/// Faults a worker can be told to inject (`dstream worker --fault-*`).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Every task takes this many times longer (the worker waits after
+    /// computing; a cancelled copy stops waiting).
+    pub slow: Option<f64>,
+    /// After this long, the worker sends nothing more to the coordinator
+    /// (no heartbeat, no report): it looks cut off.
+    pub drop_after: Option<Duration>,
+    /// After this long, the process exits at once (as if killed).
+    pub exit_after: Option<Duration>,
 }
 
 /// A job loaded on this worker, with the blocks it holds and the
@@ -65,6 +81,10 @@ struct Counters {
 #[derive(Debug)]
 struct Node {
     id: WorkerId,
+    faults: Faults,
+    started: Instant,
+    /// Tasks whose copy elsewhere won.
+    cancelled: Mutex<HashSet<(u32, BlockId)>>,
     runtime: Runtime,
     jobs: RwLock<HashMap<u32, Arc<JobRun>>>,
     peers: Peers,
@@ -115,6 +135,9 @@ pub async fn run(
     joined(id, data_addr);
     let node = Arc::new(Node {
         id,
+        faults: opts.faults.clone(),
+        started: Instant::now(),
+        cancelled: Mutex::default(),
         runtime,
         jobs: RwLock::default(),
         peers: Peers::new(ep.clone()),
@@ -146,6 +169,15 @@ pub async fn run(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                if let Some(after) = node.faults.exit_after
+                    && node.started.elapsed() >= after
+                {
+                    tracing::warn!("fault injection: exiting");
+                    std::process::exit(137);
+                }
+                if node.muted() {
+                    continue;
+                }
                 let msg = Message::Heartbeat {
                     worker: node.id,
                     stats: node.stats(),
@@ -171,6 +203,20 @@ pub async fn run(
 }
 
 impl Node {
+    /// True once the injected fault says to send nothing more.
+    fn muted(&self) -> bool {
+        self.faults
+            .drop_after
+            .is_some_and(|d| self.started.elapsed() >= d)
+    }
+
+    fn is_cancelled(&self, job: u32, block: BlockId) -> bool {
+        self.cancelled
+            .lock()
+            .expect("cancel lock")
+            .contains(&(job, block))
+    }
+
     fn job(&self, job: u32) -> Option<Arc<JobRun>> {
         self.jobs.read().expect("jobs lock").get(&job).cloned()
     }
@@ -251,6 +297,13 @@ impl Node {
             }
             Message::RunTask { job, task, sources } => {
                 tokio::spawn(self.run_task(job, task, sources));
+                Message::Ack
+            }
+            Message::Cancel { job, block } => {
+                self.cancelled
+                    .lock()
+                    .expect("cancel lock")
+                    .insert((job, block));
                 Message::Ack
             }
             Message::Drop { job, blocks } => {
@@ -410,6 +463,13 @@ impl Node {
                 }
             }
         };
+        self.cancelled
+            .lock()
+            .expect("cancel lock")
+            .remove(&(job, output));
+        if self.muted() {
+            return;
+        }
         if let Err(e) = net::request(&self.coordinator, &msg).await {
             tracing::warn!(job, block = %output, error = %e, "could not report a task");
         }
@@ -446,6 +506,14 @@ impl Node {
             inputs.push((Arc::new(Block::Part(batch)), None));
         }
         let output = task.output;
+        let cancelled = || Error::Net {
+            what: format!("task {output}"),
+            message: "cancelled: another copy won".into(),
+        };
+        if self.is_cancelled(job, output) {
+            return Err(cancelled());
+        }
+        let computing = Instant::now();
         let run2 = run.clone();
         let block = tokio::task::spawn_blocking(move || {
             let batches: Vec<&Batch> = inputs
@@ -469,6 +537,17 @@ impl Node {
             batch: output.dataset.batch,
             source,
         })?;
+        if let Some(factor) = self.faults.slow {
+            // Injected slowness: wait as if the task took `factor` times as
+            // long, unless a copy elsewhere wins meanwhile.
+            let until = Instant::now() + computing.elapsed().mul_f64((factor - 1.0).max(0.0));
+            while Instant::now() < until && !self.is_cancelled(job, output) {
+                tokio::time::sleep(Duration::from_millis(5).min(until - Instant::now())).await;
+            }
+        }
+        if self.is_cancelled(job, output) {
+            return Err(cancelled());
+        }
         let (records, bytes) = (block.records() as u64, block.bytes() as u64);
         run.store.insert(output, Arc::new(block));
         self.counters.tasks_run.fetch_add(1, Ordering::Relaxed);
