@@ -281,7 +281,6 @@ fn a_straggler_gets_a_copy_and_the_first_result_wins() {
     // With speculation the slow worker costs little; without, every batch
     // waits for its tasks. (Tasks of 1-4 ms make the copy's own time
     // weigh; the benchmark measures the 1.5x target on real tasks.)
-    eprintln!("median batch: healthy {h:?}, slow worker copied {c:?}, waited for {w:?}");
     assert!(
         c.as_secs_f64() <= 2.0 * h.as_secs_f64(),
         "{c:?} vs healthy {h:?}"
