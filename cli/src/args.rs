@@ -116,6 +116,12 @@ pub(crate) struct CoordinatorArgs {
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
     pub(crate) speculation_min: Duration,
 
+    /// Where submitted jobs are kept (a restarted coordinator resumes them
+    /// from their last checkpoint) and, under `checkpoints/`, the jobs'
+    /// checkpoints: a directory every worker reaches.
+    #[arg(long, value_name = "DIR", default_value = ".dstream/coordinator")]
+    pub(crate) state_dir: PathBuf,
+
     #[command(flatten)]
     pub(crate) certs: CertArgs,
 }

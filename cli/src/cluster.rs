@@ -60,6 +60,8 @@ pub(crate) fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         heartbeat_timeout: a.heartbeat_timeout,
         speculation: (a.speculation > 0.0).then_some(a.speculation),
         speculation_min: a.speculation_min,
+        state_dir: std::path::absolute(&a.state_dir)
+            .with_context(|| format!("resolving {}", a.state_dir.display()))?,
     };
     tokio()?.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -78,9 +80,18 @@ pub(crate) fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
                     Report::WorkerLost { worker, reason } => {
                         say(format_args!("worker {worker} lost: {reason}"));
                     }
-                    Report::JobSubmitted { job, name } => {
-                        say(format_args!("job {job} `{name}` submitted"));
-                    }
+                    Report::JobSubmitted {
+                        job,
+                        name,
+                        resumed_from: None,
+                    } => say(format_args!("job {job} `{name}` submitted")),
+                    Report::JobSubmitted {
+                        job,
+                        name,
+                        resumed_from: Some(c),
+                    } => say(format_args!(
+                        "job {job} `{name}` resumed after batch {c} from its checkpoint"
+                    )),
                     Report::Batch {
                         job,
                         batch,

@@ -91,7 +91,7 @@ fn a_worker_killed_at_a_random_moment_changes_nothing_in_the_output() {
 #[test]
 fn a_worker_slowed_ten_times_gets_its_tasks_copied_and_the_output_is_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start_with(dir.path(), 2, &["--speculation-min", "20ms"]);
+    let cluster = Cluster::start_with(dir.path(), 2, &["--speculation-min", "2ms"]);
     let slow = cluster.worker_with(&cluster.certs, "worker-1", &["--fault-slow", "10"]);
     slow.wait_for("joined the coordinator");
     let body = pageviews();
@@ -122,4 +122,97 @@ fn a_worker_slowed_ten_times_gets_its_tasks_copied_and_the_output_is_unchanged()
     let speculated = cluster.job_counter("speculated");
     assert!(speculated > 0, "{}", cluster.coordinator.log());
     drop(slow);
+}
+
+#[test]
+fn a_coordinator_killed_and_restarted_resumes_every_job_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fixed address, so that the restarted coordinator is where the
+    // workers look for it.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--listen", listen.as_str(), "--heartbeat-timeout", "2s"];
+    let mut cluster = Cluster::start_with(dir.path(), 3, &args);
+    let batches = 20u64;
+    let with_checkpoints = |out: &str| {
+        let job = job_file(dir.path(), "pv", &pageviews(), out);
+        let text = std::fs::read_to_string(&job).unwrap().replacen(
+            "partitions = 4\n",
+            "partitions = 4\ncheckpoint_interval = \"800ms\"\n",
+            1,
+        );
+        std::fs::write(&job, text).unwrap();
+        job
+    };
+    let job = with_checkpoints("embedded");
+    let out = dstream()
+        .args(["run", "-q", "--fresh", "--batches", &batches.to_string()])
+        .arg(&job)
+        .arg("--checkpoint-dir")
+        .arg(dir.path().join("ck"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let job = with_checkpoints("cluster");
+    let out = cluster.cli(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--batches",
+        &batches.to_string(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // Wait for a checkpoint (every 4 batches), then SIGKILL the
+    // coordinator.
+    let ckpts = dir.path().join("state/checkpoints/job-1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&ckpts).is_ok_and(|mut d| {
+        d.any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("checkpoint-")
+        })
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            cluster.coordinator.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.coordinator.child.kill().unwrap();
+    cluster.coordinator.child.wait().unwrap();
+    let before = files(&dir.path().join("cluster")).len() as u64;
+    assert!(before < batches, "the job ended before the kill");
+    // The same coordinator again: it resumes the job from its checkpoint,
+    // the workers join it again.
+    cluster.coordinator = Proc::spawn(dstream().args(Cluster::coordinator_args(dir.path(), &args)));
+    cluster.coordinator.wait_for("resumed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = cluster.cli(&["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("finished") {
+            break;
+        }
+        assert!(
+            !text.contains("failed") && std::time::Instant::now() < deadline,
+            "{text}\n{}",
+            cluster.coordinator.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Totals right: every batch's file is the failure-free run's.
+    assert!(
+        files(&dir.path().join("cluster")) == files(&dir.path().join("embedded")),
+        "{}",
+        cluster.coordinator.log()
+    );
+    let log = cluster.coordinator.log();
+    assert_eq!(log.matches("joined (blocks served").count(), 3, "{log}");
 }

@@ -76,10 +76,13 @@ async fn trial(certs: &Path, workers: u32, slots: u32, rate: u64, batches: u64) 
     let id = Identity::load(certs, "coordinator").expect("certificate");
     let rt = runtime.clone();
     let stop = stopped(stop_rx.clone());
+    let certs_dir = certs.to_path_buf();
     let coord = tokio::spawn(async move {
+        let certs = certs_dir;
         let opts = CoordinatorOptions {
             listen: "127.0.0.1:0".parse().expect("address"),
             heartbeat_timeout: Duration::from_secs(10),
+            state_dir: certs.join(format!("state-{workers}-{slots}")),
             ..CoordinatorOptions::default()
         };
         coordinator::run(opts, &id, rt, tx, stop).await

@@ -85,6 +85,20 @@ impl Cluster {
         Self::start_with(dir, workers, &[])
     }
 
+    /// The coordinator's arguments: certificates and state in `dir`,
+    /// listening on any port unless `extra` says `--listen`.
+    pub(crate) fn coordinator_args(dir: &Path, extra: &[&str]) -> Vec<String> {
+        let mut a = vec!["coordinator".to_string(), "--certs".into()];
+        a.push(dir.join("certs").display().to_string());
+        a.push("--state-dir".into());
+        a.push(dir.join("state").display().to_string());
+        if !extra.contains(&"--listen") {
+            a.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+
     /// Like [`start`](Self::start), with more arguments for the coordinator.
     pub(crate) fn start_with(dir: &Path, workers: u32, coordinator_args: &[&str]) -> Self {
         let certs = dir.join("certs");
@@ -95,12 +109,8 @@ impl Cluster {
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        let coordinator = Proc::spawn(
-            dstream()
-                .args(["coordinator", "--listen", "127.0.0.1:0", "--certs"])
-                .arg(&certs)
-                .args(coordinator_args),
-        );
+        let coordinator =
+            Proc::spawn(dstream().args(Self::coordinator_args(dir, coordinator_args)));
         let line = coordinator.wait_for("coordinator listening on ");
         let addr = line.rsplit(' ').next().unwrap().to_string();
         let mut c = Self {

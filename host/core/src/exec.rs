@@ -239,6 +239,10 @@ impl<'a> Executor<'a> {
                 part(take_out(&r, &inverse, &current, &gone, calls)?)
             }
             Work::Strip => part(counted::strip(inputs[0])?),
+            Work::Restore { checkpoint } => Err(Error::BadValue(format!(
+                "block {} is read back from checkpoint {checkpoint} by the runtime, not computed",
+                task.output
+            )))?,
         }
     }
 

@@ -154,6 +154,12 @@ pub enum Work {
     },
     /// The stream's records from a counted window state.
     Strip,
+    /// A block read back from the checkpoint of batch `checkpoint` (the
+    /// start of lineage after a loss): no input, done by the runtime.
+    Restore {
+        /// The checkpoint's batch.
+        checkpoint: u64,
+    },
 }
 
 /// One task: compute `output` from `inputs`.

@@ -174,6 +174,24 @@ pub enum Message {
         job: u32,
         /// The job.
         spec: JobSpec,
+        /// Where its checkpoints are (a directory every node reaches).
+        checkpoint_dir: String,
+    },
+    /// Coordinator to worker: write these blocks into the checkpoint
+    /// being made in `dir`. Answer: [`Message::BlocksWritten`].
+    WriteBlocks {
+        /// Job id.
+        job: u32,
+        /// The checkpoint's temporary directory.
+        dir: String,
+        /// The blocks.
+        blocks: Vec<BlockId>,
+    },
+    /// The answer to [`Message::WriteBlocks`]: each block, its file and
+    /// its records.
+    BlocksWritten {
+        /// (block, file name, records).
+        entries: Vec<(BlockId, String, u64)>,
     },
     /// Coordinator to worker: the job is over, free what it holds.
     StopJob {

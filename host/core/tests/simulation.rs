@@ -207,8 +207,9 @@ fn went_on(sim: &mut Sim, start: std::time::Instant, until_ms: u64) -> u64 {
 fn state_lost_with_a_worker_mid_shuffle_is_recomputed_from_lineage() {
     let mut sim = Sim::new(job(16, RUNNING), 10, 2, 4);
     let start = sim.now;
-    went_on(&mut sim, start, 1002);
-    // Lost in the middle of batch 10 (tasks take 1-4 ms).
+    went_on(&mut sim, start, 1502);
+    // Lost in the middle of batch 15 (tasks take 1-4 ms), after the
+    // checkpoint of batch 10.
     let victim = sim.workers[2];
     assert!(sim.computed_on.values().any(|w| *w == victim));
     sim.silent.push(victim);
@@ -216,9 +217,16 @@ fn state_lost_with_a_worker_mid_shuffle_is_recomputed_from_lineage() {
     assert_eq!(sim.lost, vec![victim]);
     assert!(n >= 70, "only {n} batches");
     let stats = sim.coord.stats().clone();
-    // Its state partitions were recomputed: back to batch 1 (no checkpoint
-    // in the simulation), each chain of generate, map and state tasks.
+    // Its state partitions were rebuilt: read back from the last
+    // checkpoint (every 10 batches by default), then the batches since
+    // recomputed, each chain of generate, map and state tasks.
     assert!(stats.tasks_recomputed > 0, "{stats:?}");
+    assert!(sim.restores > 0);
+    assert!(
+        sim.checkpoints.iter().filter(|c| c.1).count() >= 7,
+        "{:?}",
+        sim.checkpoints
+    );
     // Every state update after the recovery ran where its state was.
     assert_eq!(sim.state_tasks.0, sim.state_tasks.1);
 }
@@ -295,4 +303,32 @@ fn a_straggler_gets_a_copy_and_the_first_result_wins() {
     assert!(copied.cancels > 0);
     assert!(stats.late_results > 0, "{stats:?}");
     assert_eq!(waited.coord.stats().tasks_speculated, 0);
+}
+
+#[test]
+fn a_worker_lost_while_a_checkpoint_is_written_leaves_the_previous_one_in_use() {
+    let mut sim = Sim::new(job(8, RUNNING), 6, 2, 9);
+    let start = sim.now;
+    // Checkpoints every 10 batches (1 s). The one of batch 20 is being
+    // written when a worker holding some of its blocks dies.
+    went_on(&mut sim, start, 1950);
+    sim.hold_checkpoints = true;
+    went_on(&mut sim, start, 2050);
+    let victim = sim.workers[1];
+    sim.silent.push(victim);
+    sim.write_checkpoints();
+    sim.hold_checkpoints = false;
+    assert_eq!(sim.checkpoints.last(), Some(&(20, false)));
+    assert_eq!(sim.coord.last_checkpoint(), Some(10));
+    let n = went_on(&mut sim, start, 8000);
+    assert!(n >= 60, "only {n} batches");
+    assert_eq!(sim.lost, vec![victim]);
+    // Recovery read from checkpoint 10; later checkpoints were written.
+    assert!(sim.restores > 0);
+    assert!(
+        sim.checkpoints.iter().any(|c| c.1 && c.0 > 20),
+        "{:?}",
+        sim.checkpoints
+    );
+    assert!(sim.coord.last_checkpoint() > Some(20));
 }

@@ -87,47 +87,82 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Writes the checkpoint of `batch`: every block of the datasets batches
-/// after it need. Returns its directory.
-pub fn write(dir: &Path, job: &Job, store: &BlockStore, batch: u64) -> Result<PathBuf, Error> {
+/// A block written into a checkpoint being made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// The block.
+    pub block: BlockId,
+    /// Its file in the checkpoint directory.
+    pub file: String,
+    /// Records in it.
+    pub records: u64,
+}
+
+fn block_file(job: &Job, id: &BlockId) -> String {
+    let ds = id.dataset;
+    format!(
+        "{}.{}.{}.{}.blk",
+        job.node(ds.node).name,
+        aux_name(ds.aux),
+        ds.batch,
+        id.part
+    )
+}
+
+/// Starts the checkpoint of `batch` in `dir`: an empty temporary directory
+/// (replacing any left by a crash), which [`write_block`] fills and
+/// [`commit`] turns into the checkpoint.
+pub fn begin(dir: &Path, batch: u64) -> Result<PathBuf, Error> {
     fs::create_dir_all(dir).map_err(io(dir, "creating checkpoint directory"))?;
     let tmp = dir.join(format!(".{}.tmp", dir_name(batch)));
-    let fin = dir.join(dir_name(batch));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io(&tmp, "removing"))?;
     }
     fs::create_dir(&tmp).map_err(io(&tmp, "creating"))?;
-    let mut blocks = Vec::new();
-    for ds in Planner::new(job).needed_after(batch) {
-        for (part, b) in store.dataset(&ds) {
-            let Some(data) = b.batch(None) else { continue };
-            let stream = &job.node(ds.node).name;
-            let file = format!("{stream}.{}.{}.{part}.blk", aux_name(ds.aux), ds.batch);
-            let bytes = postcard::to_allocvec(&(data.data(), data.bounds())).map_err(|e| {
-                Error::Checkpoint {
-                    path: tmp.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-            let path = tmp.join(&file);
-            let mut f = fs::File::create(&path).map_err(io(&path, "creating"))?;
-            f.write_all(&bytes).map_err(io(&path, "writing"))?;
-            f.sync_all().map_err(io(&path, "syncing"))?;
-            blocks.push(Entry {
-                stream: stream.clone(),
-                aux: aux_name(ds.aux),
-                batch: ds.batch,
-                part,
-                file,
-                records: data.len() as u64,
-            });
-        }
-    }
+    Ok(tmp)
+}
+
+/// Writes one block into the temporary directory `tmp` of a checkpoint
+/// (from [`begin`]; any process reaching the directory may write).
+pub fn write_block(tmp: &Path, job: &Job, id: &BlockId, data: &Batch) -> Result<Written, Error> {
+    let file = block_file(job, id);
+    let bytes =
+        postcard::to_allocvec(&(data.data(), data.bounds())).map_err(|e| Error::Checkpoint {
+            path: tmp.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let path = tmp.join(&file);
+    let mut f = fs::File::create(&path).map_err(io(&path, "creating"))?;
+    f.write_all(&bytes).map_err(io(&path, "writing"))?;
+    f.sync_all().map_err(io(&path, "syncing"))?;
+    Ok(Written {
+        block: *id,
+        file,
+        records: data.len() as u64,
+    })
+}
+
+/// Completes the checkpoint of `batch` begun in `dir`: writes the manifest
+/// naming `blocks`, renames the directory into place, keeps the newest
+/// two. Returns its directory.
+pub fn commit(dir: &Path, job: &Job, batch: u64, blocks: Vec<Written>) -> Result<PathBuf, Error> {
+    let tmp = dir.join(format!(".{}.tmp", dir_name(batch)));
+    let fin = dir.join(dir_name(batch));
     let manifest = Manifest {
         job: job.name.clone(),
         fingerprint: fingerprint(job),
         batch,
-        blocks,
+        blocks: blocks
+            .into_iter()
+            .map(|w| Entry {
+                stream: job.node(w.block.dataset.node).name.clone(),
+                aux: aux_name(w.block.dataset.aux),
+                batch: w.block.dataset.batch,
+                part: w.block.part,
+                file: w.file,
+                records: w.records,
+            })
+            .collect(),
     };
     let text = toml::to_string(&manifest).map_err(|e| Error::Checkpoint {
         path: tmp.clone(),
@@ -155,6 +190,34 @@ pub fn write(dir: &Path, job: &Job, store: &BlockStore, batch: u64) -> Result<Pa
         }
     }
     Ok(fin)
+}
+
+/// Reads block `id` back from the checkpoint of `checkpoint` in `dir`.
+pub fn read_block(dir: &Path, job: &Job, checkpoint: u64, id: &BlockId) -> Result<Batch, Error> {
+    let path = dir.join(dir_name(checkpoint)).join(block_file(job, id));
+    let bad = |message: String| Error::Checkpoint {
+        path: path.clone(),
+        message,
+    };
+    let bytes = fs::read(&path).map_err(io(&path, "reading"))?;
+    let (data, bounds): (Vec<u8>, Vec<u32>) =
+        postcard::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+    Batch::from_parts(data, bounds).map_err(|e| bad(e.to_string()))
+}
+
+/// Writes the checkpoint of `batch`: every block of the datasets batches
+/// after it need. Returns its directory.
+pub fn write(dir: &Path, job: &Job, store: &BlockStore, batch: u64) -> Result<PathBuf, Error> {
+    let tmp = begin(dir, batch)?;
+    let mut blocks = Vec::new();
+    for ds in Planner::new(job).needed_after(batch) {
+        for (part, b) in store.dataset(&ds) {
+            let Some(data) = b.batch(None) else { continue };
+            let id = BlockId { dataset: ds, part };
+            blocks.push(write_block(&tmp, job, &id, data)?);
+        }
+    }
+    commit(dir, job, batch, blocks)
 }
 
 /// Batches of the complete checkpoints in `dir`.

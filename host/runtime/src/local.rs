@@ -213,6 +213,7 @@ fn work_name(w: &Work) -> &'static str {
         Work::Slice => "slice",
         Work::WindowValue { .. } => "window",
         Work::Strip => "strip",
+        Work::Restore { .. } => "restore",
     }
 }
 

@@ -114,6 +114,16 @@ pub enum Command {
         /// A second worker to hold a copy of the blocks.
         replica: Option<WorkerId>,
     },
+    /// Batch `batch` is due for a checkpoint: write these blocks (each from
+    /// one of its holders) to the checkpoint store, then call
+    /// [`handle_checkpoint_written`](Coordinator::handle_checkpoint_written).
+    /// They stay stored until then.
+    Checkpoint {
+        /// The batch.
+        batch: u64,
+        /// The blocks later batches need, with their holders.
+        blocks: Vec<(BlockId, Vec<WorkerId>)>,
+    },
     /// Another copy of the task won: the worker may stop computing
     /// `block` (its result will be dropped anyway).
     Cancel {
@@ -133,6 +143,9 @@ pub enum Command {
         worker: WorkerId,
     },
 }
+
+/// Blocks, each with the workers holding it.
+pub type Holders = Vec<(BlockId, Vec<WorkerId>)>;
 
 /// What one sink writes for a finished batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +251,11 @@ pub struct Coordinator {
     receivers: BTreeMap<NodeId, Option<WorkerId>>,
     /// Blocks to recompute with the next batch (asked for between batches).
     recover: BTreeSet<BlockId>,
+    /// The last complete checkpoint and the datasets in it: lost blocks of
+    /// these datasets are read back rather than recomputed.
+    checkpoint: Option<(u64, BTreeSet<DatasetId>)>,
+    /// Blocks kept for a checkpoint being written, by its batch.
+    ckpt_held: BTreeMap<u64, Vec<BlockId>>,
     /// The time of the last scheduling pass (stragglers due before it and
     /// not copied then wait for the next event).
     last_pass: Instant,
@@ -266,6 +284,8 @@ impl Coordinator {
                 .collect(),
             recover: BTreeSet::new(),
             last_pass: now,
+            checkpoint: None,
+            ckpt_held: BTreeMap::new(),
             job,
         }
     }
@@ -332,6 +352,62 @@ impl Coordinator {
             batch,
             replica,
         });
+    }
+
+    /// A coordinator resuming `job` after the checkpoint of batch
+    /// `checkpoint` (a restarted coordinator): batch `checkpoint + 1` is
+    /// due one interval after `now`, and the state it needs is read back
+    /// from the checkpoint where the tasks run.
+    pub fn resume(job: Job, config: Config, now: Instant, checkpoint: u64) -> Self {
+        let interval = job.interval;
+        let datasets = Planner::new(&job).needed_after(checkpoint);
+        let mut c = Self::new(job, config, now);
+        c.next_batch = checkpoint + 1;
+        c.start = now.checked_sub(interval * checkpoint as u32).unwrap_or(now);
+        c.checkpoint = Some((checkpoint, datasets));
+        c
+    }
+
+    /// The last checkpoint written (see [`Command::Checkpoint`]).
+    pub fn last_checkpoint(&self) -> Option<u64> {
+        self.checkpoint.as_ref().map(|c| c.0)
+    }
+
+    /// The checkpoint of `batch` is complete in the store (or, with
+    /// `ok == false`, could not be written): its blocks need not be kept
+    /// for it any more, and lost blocks are read back from it from now on.
+    pub fn handle_checkpoint_written(&mut self, batch: u64, ok: bool) {
+        let Some(blocks) = self.ckpt_held.remove(&batch) else {
+            return;
+        };
+        if ok && self.checkpoint.as_ref().is_none_or(|c| c.0 < batch) {
+            let datasets = blocks.iter().map(|b| b.dataset).collect();
+            self.checkpoint = Some((batch, datasets));
+        }
+        // What no later batch needs and nothing else holds can go.
+        let last_done = self.next_batch - 1 - u64::from(self.current.is_some());
+        let keep = Planner::new(&self.job).needed_after(last_done);
+        let held: BTreeSet<BlockId> = self
+            .held
+            .values()
+            .chain(self.ckpt_held.values())
+            .flatten()
+            .copied()
+            .collect();
+        let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
+        for id in blocks {
+            if keep.contains(&id.dataset) || held.contains(&id) || id.dataset.batch > last_done {
+                continue;
+            }
+            if let Some((holders, _)) = self.blocks.remove(&id) {
+                for h in holders {
+                    drops.entry(h).or_default().push(id);
+                }
+            }
+        }
+        for (worker, blocks) in drops {
+            self.commands.push_back(Command::Drop { worker, blocks });
+        }
     }
 
     /// The job.
@@ -688,19 +764,28 @@ impl Coordinator {
                 if m.dataset.batch == b.number || b.tasks.contains_key(m) {
                     continue;
                 }
-                let producer = plans
-                    .entry(m.dataset.batch)
-                    .or_insert_with(|| {
-                        Planner::new(&self.job)
-                            .plan(m.dataset.batch)
-                            .stages
-                            .into_iter()
-                            .flatten()
-                            .map(|t| (t.output, t))
-                            .collect()
+                let restore = self.checkpoint.as_ref().and_then(|(c, sets)| {
+                    sets.contains(&m.dataset).then(|| Task {
+                        output: *m,
+                        work: Work::Restore { checkpoint: *c },
+                        inputs: Vec::new(),
                     })
-                    .get(m)
-                    .cloned();
+                });
+                let producer = restore.or_else(|| {
+                    plans
+                        .entry(m.dataset.batch)
+                        .or_insert_with(|| {
+                            Planner::new(&self.job)
+                                .plan(m.dataset.batch)
+                                .stages
+                                .into_iter()
+                                .flatten()
+                                .map(|t| (t.output, t))
+                                .collect()
+                        })
+                        .get(m)
+                        .cloned()
+                });
                 match producer {
                     Some(t) => {
                         self.stats.tasks_recomputed += 1;
@@ -1039,7 +1124,29 @@ impl Coordinator {
                 .copied()
                 .collect(),
         );
-        let all_held: BTreeSet<BlockId> = self.held.values().flatten().copied().collect();
+        if self.job.checkpoint_due(b.number) {
+            let blocks: Vec<(BlockId, Vec<WorkerId>)> = self
+                .blocks
+                .iter()
+                .filter(|(id, (h, _))| {
+                    id.dataset.batch <= b.number && keep.contains(&id.dataset) && !h.is_empty()
+                })
+                .map(|(id, (h, _))| (*id, h.clone()))
+                .collect();
+            self.ckpt_held
+                .insert(b.number, blocks.iter().map(|(id, _)| *id).collect());
+            self.commands.push_back(Command::Checkpoint {
+                batch: b.number,
+                blocks,
+            });
+        }
+        let all_held: BTreeSet<BlockId> = self
+            .held
+            .values()
+            .chain(self.ckpt_held.values())
+            .flatten()
+            .copied()
+            .collect();
         let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
         self.blocks.retain(|id, (holders, _)| {
             let kept =

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
-use super::{Command, Config, Coordinator};
+use super::{Command, Config, Coordinator, Holders};
 use crate::generate::SplitMix64;
 use crate::job::{Job, NodeId};
 use crate::plan::{Aux, BlockId, DatasetId, Work};
@@ -53,6 +53,13 @@ pub struct Sim {
     pub cancels: u64,
     /// Each finished batch's processing time.
     pub times: Vec<Duration>,
+    /// Checkpoints asked for, and whether they were written.
+    pub checkpoints: Vec<(u64, bool)>,
+    /// Blocks read back from a checkpoint.
+    pub restores: u64,
+    /// Leave checkpoints unwritten until [`write_checkpoints`](Self::write_checkpoints).
+    pub hold_checkpoints: bool,
+    writing: Vec<(u64, Holders)>,
 }
 
 impl Sim {
@@ -87,6 +94,22 @@ impl Sim {
             failed: Vec::new(),
             cancels: 0,
             times: Vec::new(),
+            checkpoints: Vec::new(),
+            restores: 0,
+            hold_checkpoints: false,
+            writing: Vec::new(),
+        }
+    }
+
+    /// Completes the checkpoints being written: each is written when every
+    /// block has a holder that is not silent.
+    pub fn write_checkpoints(&mut self) {
+        for (batch, blocks) in std::mem::take(&mut self.writing) {
+            let ok = blocks
+                .iter()
+                .all(|(_, h)| h.iter().any(|w| !self.silent.contains(w)));
+            self.coord.handle_checkpoint_written(batch, ok);
+            self.checkpoints.push((batch, ok));
         }
     }
 
@@ -128,6 +151,9 @@ impl Sim {
                             self.state_tasks.1 += 1;
                         }
                     }
+                    if let Work::Restore { .. } = task.work {
+                        self.restores += 1;
+                    }
                     let mut ms = 1 + self.rng.below(4);
                     if Some(worker) == self.slow {
                         ms *= 10;
@@ -149,6 +175,12 @@ impl Sim {
                 Command::WorkerLost { worker } => self.lost.push(worker),
                 Command::Failed { message } => self.failed.push(message),
                 Command::Cancel { .. } => self.cancels += 1,
+                Command::Checkpoint { batch, blocks } => {
+                    self.writing.push((batch, blocks));
+                    if !self.hold_checkpoints {
+                        self.write_checkpoints();
+                    }
+                }
                 Command::StartReceiver { worker, source } => {
                     self.receivers_started.push((source, worker));
                 }

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Peers, load_job};
 use crate::Error;
+use crate::checkpoint;
 use crate::net::{self, tls::Identity};
 use crate::sink::{self, Output, Sink};
 
@@ -39,6 +40,10 @@ pub struct CoordinatorOptions {
     pub speculation: Option<f64>,
     /// No copy of a task running less than this.
     pub speculation_min: Duration,
+    /// Where the coordinator keeps submitted jobs (to resume them after a
+    /// restart) and, under `checkpoints/`, the jobs' checkpoints: a
+    /// directory every node reaches.
+    pub state_dir: PathBuf,
 }
 
 impl Default for CoordinatorOptions {
@@ -49,6 +54,7 @@ impl Default for CoordinatorOptions {
             heartbeat_timeout: core.heartbeat_timeout,
             speculation: core.speculation,
             speculation_min: core.speculation_min,
+            state_dir: PathBuf::from(".dstream/coordinator"),
         }
     }
 }
@@ -76,12 +82,14 @@ pub enum Report {
         /// Why.
         reason: String,
     },
-    /// A job was accepted.
+    /// A job was accepted, or resumed after a restart.
     JobSubmitted {
         /// Its id.
         job: u32,
         /// Its name.
         name: String,
+        /// The checkpoint it resumes after, if any.
+        resumed_from: Option<u64>,
     },
     /// A batch's outputs are written.
     Batch {
@@ -169,6 +177,8 @@ enum Event {
         blocks: Vec<BlockId>,
         reply: oneshot::Sender<Located>,
     },
+    /// A checkpoint was written (or not).
+    CheckpointDone { job: u32, batch: u64, ok: bool },
     /// A connection closed.
     Closed { conn: usize, reason: String },
 }
@@ -193,6 +203,10 @@ enum JobState {
 
 struct JobEntry {
     spec: Arc<JobSpec>,
+    /// Its checkpoints.
+    checkpoint_dir: PathBuf,
+    /// The checkpoint it resumes from (after a coordinator restart).
+    resume_from: Option<u64>,
     job: Arc<Job>,
     state: JobState,
     coord: Option<Coordinator>,
@@ -205,6 +219,7 @@ struct JobEntry {
 }
 
 struct State {
+    state_dir: PathBuf,
     timeout: Duration,
     speculation: (Option<f64>, Duration),
     workers: BTreeMap<WorkerId, WorkerEntry>,
@@ -232,6 +247,7 @@ pub async fn run(
     tracing::info!(%addr, "coordinator listening");
     let _ = reports.send(Report::Listening(addr));
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let runtime_for_resume = runtime.clone();
     let accepting = {
         let ep = ep.clone();
         let tx = tx.clone();
@@ -247,6 +263,7 @@ pub async fn run(
         })
     };
     let mut state = State {
+        state_dir: opts.state_dir.clone(),
         timeout: opts.heartbeat_timeout,
         speculation: (opts.speculation, opts.speculation_min),
         workers: BTreeMap::new(),
@@ -258,6 +275,16 @@ pub async fn run(
         events: tx,
         reports,
     };
+    for (id, spec) in persisted(&opts.state_dir)? {
+        let name = format!("job {id}");
+        match prepare(runtime_for_resume.clone(), spec).await {
+            Ok((spec, job, sinks)) => {
+                state.next_job = state.next_job.max(id + 1);
+                state.add_job(id, spec, job, sinks);
+            }
+            Err(e) => tracing::error!(job = %name, error = %e, "could not resume a job"),
+        }
+    }
     tokio::pin!(stop);
     loop {
         let wake = state.next_wake();
@@ -462,6 +489,11 @@ impl State {
                 }
             }
             Event::Failed { job, message } => self.fail(job, message),
+            Event::CheckpointDone { job, batch, ok } => {
+                if let Some(c) = self.jobs.get_mut(&job).and_then(|j| j.coord.as_mut()) {
+                    c.handle_checkpoint_written(batch, ok);
+                }
+            }
             Event::Locate { job, blocks, reply } => {
                 let Some(c) = self.jobs.get_mut(&job).and_then(|j| j.coord.as_mut()) else {
                     return; // the job is over: the sink task stops
@@ -606,7 +638,27 @@ impl State {
     fn submit(&mut self, spec: JobSpec, job: Job, sinks: Vec<Box<dyn Sink>>) -> Message {
         let id = self.next_job;
         self.next_job += 1;
+        if let Err(e) = persist(&self.state_dir, id, &spec) {
+            return error(format!("could not keep the job: {e}"));
+        }
         let name = job.name.clone();
+        // A fresh job: checkpoints of an earlier job with its id are stale.
+        let _ = checkpoint::clear(&self.checkpoints_of(id));
+        self.add_job(id, spec, job, sinks);
+        Message::Submitted { job: id, name }
+    }
+
+    fn checkpoints_of(&self, job: u32) -> PathBuf {
+        self.state_dir
+            .join("checkpoints")
+            .join(format!("job-{job}"))
+    }
+
+    /// Starts running job `id`: from its last checkpoint, if it has one.
+    fn add_job(&mut self, id: u32, spec: JobSpec, job: Job, sinks: Vec<Box<dyn Sink>>) {
+        let name = job.name.clone();
+        let checkpoint_dir = self.checkpoints_of(id);
+        let resume_from = checkpoint::latest(&checkpoint_dir).ok().flatten();
         let job = Arc::new(job);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_outputs(
@@ -621,6 +673,8 @@ impl State {
             id,
             JobEntry {
                 spec: Arc::new(spec),
+                checkpoint_dir,
+                resume_from,
                 job,
                 state: JobState::Loading,
                 coord: None,
@@ -631,7 +685,7 @@ impl State {
                     job: id,
                     name: name.clone(),
                     state: "loading".into(),
-                    batches_done: 0,
+                    batches_done: resume_from.unwrap_or(0),
                     last_processing_us: 0,
                     last_delay_us: 0,
                     records_out: 0,
@@ -640,17 +694,22 @@ impl State {
                 },
             },
         );
-        tracing::info!(job = id, %name, "job submitted");
+        match resume_from {
+            Some(c) => {
+                tracing::info!(job = id, %name, checkpoint = c, "job resumed from its checkpoint")
+            }
+            None => tracing::info!(job = id, %name, "job submitted"),
+        }
         self.report(Report::JobSubmitted {
             job: id,
             name: name.clone(),
+            resumed_from: resume_from,
         });
         let workers: Vec<WorkerId> = self.workers.keys().copied().collect();
         for w in workers {
             self.send_job(id, w);
         }
         self.maybe_start(id, Instant::now());
-        Message::Submitted { job: id, name }
     }
 
     /// Sends job `job` to worker `w` to load; its answer comes back as an
@@ -662,6 +721,7 @@ impl State {
         let msg = Message::StartJob {
             job,
             spec: (*j.spec).clone(),
+            checkpoint_dir: j.checkpoint_dir.display().to_string(),
         };
         let conn = worker.conn.clone();
         let tx = self.events.clone();
@@ -719,7 +779,10 @@ impl State {
             speculation_min: self.speculation.1,
             ..Config::default()
         };
-        let mut c = Coordinator::new((*j.job).clone(), config, now);
+        let mut c = match j.resume_from {
+            Some(cp) => Coordinator::resume((*j.job).clone(), config, now, cp),
+            None => Coordinator::new((*j.job).clone(), config, now),
+        };
         for w in &j.loaded {
             if let Some(e) = self.workers.get(w) {
                 c.handle_register_as(*w, e.slots, now);
@@ -752,6 +815,12 @@ impl State {
         };
         j.coord = None;
         j.sinks = None;
+        let kept = self.state_dir.join("jobs").join(format!("job-{job}.bin"));
+        if let Err(e) = std::fs::remove_file(&kept)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(job, error = %e, "could not forget the job");
+        }
         for w in std::mem::take(&mut j.loaded) {
             if let Some(e) = self.workers.get(&w) {
                 let conn = e.conn.clone();
@@ -857,6 +926,26 @@ impl State {
                     }
                     Command::WorkerLost { worker } => lost.push(worker),
                     Command::Failed { message } => failed.push((*job, message)),
+                    Command::Checkpoint { batch, blocks } => {
+                        let mut by_worker: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
+                        for (b, h) in blocks {
+                            if let Some(w) = h.first() {
+                                by_worker.entry(*w).or_default().push(b);
+                            }
+                        }
+                        let writers: Vec<(quinn::Connection, Vec<BlockId>)> = by_worker
+                            .into_iter()
+                            .filter_map(|(w, b)| self.workers.get(&w).map(|e| (e.conn.clone(), b)))
+                            .collect();
+                        tokio::spawn(write_checkpoint(
+                            *job,
+                            j.job.clone(),
+                            j.checkpoint_dir.clone(),
+                            batch,
+                            writers,
+                            self.events.clone(),
+                        ));
+                    }
                     Command::Cancel { worker, block } => {
                         if let Some(w) = self.workers.get(&worker) {
                             let conn = w.conn.clone();
@@ -1038,6 +1127,112 @@ async fn write_outputs(
             return;
         }
     }
+}
+
+/// Writes the checkpoint of `batch`: each worker writes the blocks it was
+/// given into the temporary directory, then the manifest is written and the
+/// directory renamed into place.
+async fn write_checkpoint(
+    job_id: u32,
+    job: Arc<Job>,
+    dir: PathBuf,
+    batch: u64,
+    writers: Vec<(quinn::Connection, Vec<BlockId>)>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let result: Result<(), String> = async {
+        let d = dir.clone();
+        let tmp = tokio::task::spawn_blocking(move || checkpoint::begin(&d, batch))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut asks = Vec::new();
+        for (conn, blocks) in writers {
+            let msg = Message::WriteBlocks {
+                job: job_id,
+                dir: tmp.display().to_string(),
+                blocks,
+            };
+            asks.push(tokio::spawn(async move { net::request(&conn, &msg).await }));
+        }
+        let mut written = Vec::new();
+        for a in asks {
+            match a.await.map_err(|e| e.to_string())? {
+                Ok(Message::BlocksWritten { entries }) => {
+                    written.extend(entries.into_iter().map(|(block, file, records)| {
+                        checkpoint::Written {
+                            block,
+                            file,
+                            records,
+                        }
+                    }));
+                }
+                Ok(Message::Error { message }) => return Err(message),
+                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        tokio::task::spawn_blocking(move || checkpoint::commit(&dir, &job, batch, written))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    .await;
+    let ok = match result {
+        Ok(()) => {
+            tracing::info!(job = job_id, batch, "checkpoint written");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(job = job_id, batch, error = %e, "checkpoint not written");
+            false
+        }
+    };
+    let _ = events.send(Event::CheckpointDone {
+        job: job_id,
+        batch,
+        ok,
+    });
+}
+
+/// Keeps a submitted job (to resume it after a restart).
+fn persist(state_dir: &std::path::Path, id: u32, spec: &JobSpec) -> Result<(), Error> {
+    let dir = state_dir.join("jobs");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let bytes = postcard::to_allocvec(&(id, spec)).map_err(|e| Error::Job(e.to_string()))?;
+    let tmp = dir.join(format!(".job-{id}.tmp"));
+    let path = dir.join(format!("job-{id}.bin"));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("renaming {}", path.display()), e))
+}
+
+/// The jobs kept by [`persist`] that had not ended.
+fn persisted(state_dir: &std::path::Path) -> Result<Vec<(u32, JobSpec)>, Error> {
+    let dir = state_dir.join("jobs");
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "bin") {
+            continue;
+        }
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        match postcard::from_bytes::<(u32, JobSpec)>(&bytes) {
+            Ok(j) => out.push(j),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "a kept job that cannot be read")
+            }
+        }
+    }
+    out.sort_by_key(|j| j.0);
+    Ok(out)
 }
 
 /// How long the sinks wait for an output lost with a worker to be

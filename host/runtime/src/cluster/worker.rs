@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use dstream_core::Batch;
 use dstream_core::exec::{Block, Executor, Pools};
 use dstream_core::job::{Job, NodeId, NodeKind};
-use dstream_core::plan::{Aux, BlockId, DatasetId, Task};
+use dstream_core::plan::{Aux, BlockId, DatasetId, Task, Work};
 use dstream_core::wire::{JobSpec, Message, Peer, WorkerId, WorkerStats};
 use dstream_wasm::{Plugin, Runtime};
 
 use super::{HEARTBEAT, Peers, load_job};
 use crate::Error;
 use crate::calls::WasmCalls;
+use crate::checkpoint;
 use crate::local::chunks;
 use crate::net::{self, tls::Identity};
 use crate::source::{self, Inbox, Receiver};
@@ -61,6 +62,7 @@ struct JobRun {
     pools: Pools,
     store: BlockStore,
     base_dir: PathBuf,
+    checkpoint_dir: PathBuf,
     receivers: Mutex<BTreeMap<NodeId, (Arc<Inbox>, Receiver)>>,
 }
 
@@ -99,14 +101,69 @@ pub async fn run(
     opts: WorkerOptions,
     identity: &Identity,
     runtime: Runtime,
-    joined: impl FnOnce(WorkerId, SocketAddr),
+    mut joined: impl FnMut(WorkerId, SocketAddr),
     stop: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let ep = net::endpoint(opts.listen, identity)?;
-    let data_addr = ep
-        .local_addr()
-        .map_err(|e| Error::io("reading the worker's address", e))?;
-    let coordinator = net::connect(&ep, opts.join).await?;
+    let started = Instant::now();
+    tokio::pin!(stop);
+    let mut registered = false;
+    let outcome = loop {
+        let session = session(
+            &opts,
+            &ep,
+            runtime.clone(),
+            started,
+            &mut joined,
+            &mut registered,
+        );
+        let lost = tokio::select! {
+            e = session => e,
+            () = &mut stop => break Ok(()),
+        };
+        if !registered {
+            // Never got in: say why at once (no coordinator there, refused).
+            break Err(lost);
+        }
+        // The coordinator went away (a restart, say): its jobs are gone
+        // with it; join again when it is back.
+        tracing::warn!(error = %lost, "lost the coordinator; joining again");
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = &mut stop => return Ok(()),
+            }
+            match net::connect(&ep, opts.join).await {
+                Ok(c) => {
+                    c.close(quinn::VarInt::from_u32(0), b"probe");
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "the coordinator is not back yet"),
+            }
+        }
+    };
+    ep.close(quinn::VarInt::from_u32(0), b"worker stopping");
+    outcome
+}
+
+/// One membership: registers, serves the coordinator and the peers, sends
+/// heartbeats; returns why it ended (the coordinator's connection closed).
+async fn session(
+    opts: &WorkerOptions,
+    ep: &quinn::Endpoint,
+    runtime: Runtime,
+    started: Instant,
+    joined: &mut impl FnMut(WorkerId, SocketAddr),
+    registered: &mut bool,
+) -> Error {
+    let data_addr = match ep.local_addr() {
+        Ok(a) => a,
+        Err(e) => return Error::io("reading the worker's address", e),
+    };
+    let coordinator = match net::connect(ep, opts.join).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
     let answer = net::request(
         &coordinator,
         &Message::Register {
@@ -115,28 +172,31 @@ pub async fn run(
             data_addr: data_addr.to_string(),
         },
     )
-    .await?;
+    .await;
+    let what = || format!("registering with {}", opts.join);
     let id = match answer {
-        Message::Registered { worker } => worker,
-        Message::Error { message } => {
-            return Err(Error::Net {
-                what: format!("registering with {}", opts.join),
+        Ok(Message::Registered { worker }) => worker,
+        Ok(Message::Error { message }) => {
+            return Error::Net {
+                what: what(),
                 message,
-            });
+            };
         }
-        other => {
-            return Err(Error::Net {
-                what: format!("registering with {}", opts.join),
+        Ok(other) => {
+            return Error::Net {
+                what: what(),
                 message: format!("unexpected answer {other:?}"),
-            });
+            };
         }
+        Err(e) => return e,
     };
+    *registered = true;
     tracing::info!(worker = id, %data_addr, coordinator = %opts.join, "registered");
     joined(id, data_addr);
     let node = Arc::new(Node {
         id,
         faults: opts.faults.clone(),
-        started: Instant::now(),
+        started,
         cancelled: Mutex::default(),
         runtime,
         jobs: RwLock::default(),
@@ -188,18 +248,17 @@ pub async fn run(
             }
         }
     };
-    let outcome = tokio::select! {
-        reason = coordinator.closed() => Err(Error::Net {
-            what: format!("the coordinator at {}", opts.join),
-            message: format!("connection closed: {reason}"),
-        }),
-        () = beating => Ok(()),
-        () = stop => Ok(()),
+    let reason = tokio::select! {
+        reason = coordinator.closed() => reason,
+        () = beating => unreachable!("the heartbeat loop never ends"),
     };
     accepting.abort();
-    coordinator.close(quinn::VarInt::from_u32(0), b"worker stopping");
-    ep.close(quinn::VarInt::from_u32(0), b"worker stopping");
-    outcome
+    // Free every job's blocks and receivers.
+    node.jobs.write().expect("jobs lock").clear();
+    Error::Net {
+        what: format!("the coordinator at {}", opts.join),
+        message: format!("connection closed: {reason}"),
+    }
 }
 
 impl Node {
@@ -244,7 +303,15 @@ impl Node {
 
     async fn handle(self: Arc<Self>, m: Message) -> Message {
         match m {
-            Message::StartJob { job, spec } => match self.clone().start_job(job, spec).await {
+            Message::StartJob {
+                job,
+                spec,
+                checkpoint_dir,
+            } => match self
+                .clone()
+                .start_job(job, spec, PathBuf::from(checkpoint_dir))
+                .await
+            {
                 Ok(()) => Message::Ack,
                 Err(e) => {
                     tracing::warn!(job, error = %e, "could not load the job");
@@ -298,6 +365,43 @@ impl Node {
             Message::RunTask { job, task, sources } => {
                 tokio::spawn(self.run_task(job, task, sources));
                 Message::Ack
+            }
+            Message::WriteBlocks { job, dir, blocks } => {
+                let Some(run) = self.job(job) else {
+                    return Message::Error {
+                        message: format!("job {job} is not loaded on worker {}", self.id),
+                    };
+                };
+                let written = tokio::task::spawn_blocking(move || {
+                    let tmp = PathBuf::from(dir);
+                    blocks
+                        .iter()
+                        .map(|id| {
+                            let b = run.store.get(id).ok_or_else(|| {
+                                Error::Job(format!("block {id} is not on this worker"))
+                            })?;
+                            let data = b.batch(None).ok_or_else(|| {
+                                Error::Job(format!("block {id} is not a partition"))
+                            })?;
+                            checkpoint::write_block(&tmp, &run.job, id, data)
+                        })
+                        .collect::<Result<Vec<_>, Error>>()
+                })
+                .await;
+                match written {
+                    Ok(Ok(entries)) => Message::BlocksWritten {
+                        entries: entries
+                            .into_iter()
+                            .map(|w| (w.block, w.file, w.records))
+                            .collect(),
+                    },
+                    Ok(Err(e)) => Message::Error {
+                        message: e.to_string(),
+                    },
+                    Err(e) => Message::Error {
+                        message: e.to_string(),
+                    },
+                }
             }
             Message::Cancel { job, block } => {
                 self.cancelled
@@ -418,7 +522,12 @@ impl Node {
         })
     }
 
-    async fn start_job(self: Arc<Self>, job: u32, spec: JobSpec) -> Result<(), Error> {
+    async fn start_job(
+        self: Arc<Self>,
+        job: u32,
+        spec: JobSpec,
+        checkpoint_dir: PathBuf,
+    ) -> Result<(), Error> {
         let runtime = self.runtime.clone();
         let base_dir = PathBuf::from(&spec.base_dir);
         let loaded = tokio::task::spawn_blocking(move || load_job(&runtime, &spec))
@@ -431,6 +540,7 @@ impl Node {
             plugins: loaded.plugins,
             store: BlockStore::new(),
             base_dir,
+            checkpoint_dir,
             receivers: Mutex::default(),
         };
         self.jobs
@@ -486,6 +596,20 @@ impl Node {
         let run = self
             .job(job)
             .ok_or_else(|| Error::Job(format!("job {job} is not loaded on this worker")))?;
+        if let Work::Restore { checkpoint } = task.work {
+            // The start of lineage: read back from the checkpoint store.
+            let r = run.clone();
+            let id = task.output;
+            let batch = tokio::task::spawn_blocking(move || {
+                checkpoint::read_block(&r.checkpoint_dir, &r.job, checkpoint, &id)
+            })
+            .await
+            .map_err(|e| Error::Job(format!("restoring {id}: {e}")))??;
+            let (records, bytes) = (batch.len() as u64, batch.byte_len() as u64);
+            run.store.insert(id, Arc::new(Block::Part(batch)));
+            self.counters.tasks_run.fetch_add(1, Ordering::Relaxed);
+            return Ok((records, bytes));
+        }
         let mut inputs: Vec<(Arc<Block>, Option<u32>)> = Vec::with_capacity(task.inputs.len());
         for i in &task.inputs {
             if let Some(b) = run.store.get(&i.block) {
