@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, dstream, files, job_file, pageviews, wordcount};
+use common::{Cluster, dstream, files, job_file, pageviews, run_embedded, wordcount};
 
 const BATCHES: u64 = 8;
 
@@ -32,18 +32,8 @@ fn three_workers_give_the_embedded_output_and_shuffle_between_them() {
         assert!(stderr.contains("finished"), "{stderr}");
         // The embedded run of the same job.
         let job = job_file(dir.path(), name, &body, "embedded");
-        let out = dstream()
-            .args(["run", "-q", "--fresh", "--batches", &BATCHES.to_string()])
-            .arg(&job)
-            .arg("--checkpoint-dir")
-            .arg(dir.path().join(format!("ck-{name}")))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let (c, e) = (
-            files(&dir.path().join("cluster")),
-            files(&dir.path().join("embedded")),
-        );
+        let e = run_embedded(dir.path(), &job, BATCHES, "embedded");
+        let c = files(&dir.path().join("cluster"));
         assert_eq!(c.len() as u64, BATCHES, "{name}: one file per batch");
         assert!(c.iter().all(|(_, bytes)| !bytes.is_empty()));
         assert!(

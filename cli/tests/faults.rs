@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, Proc, dstream, files, job_file, pageviews};
+use common::{Cluster, Proc, dstream, files, job_file, pageviews, run_embedded};
 use dstream_core::generate::SplitMix64;
 
 const BATCHES: u64 = 12;
@@ -30,15 +30,7 @@ fn a_worker_killed_at_a_random_moment_changes_nothing_in_the_output() {
     let body = pageviews();
     // The failure-free output, from the embedded engine.
     let job = job_file(dir.path(), "pv", &body, "embedded");
-    let out = dstream()
-        .args(["run", "-q", "--fresh", "--batches", &BATCHES.to_string()])
-        .arg(&job)
-        .arg("--checkpoint-dir")
-        .arg(dir.path().join("ck"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let expected = files(&dir.path().join("embedded"));
+    let expected = run_embedded(dir.path(), &job, BATCHES, "embedded");
     assert_eq!(expected.len() as u64, BATCHES);
     let mut rng = SplitMix64::new(seed);
     for run in 0..runs {
@@ -79,6 +71,17 @@ fn a_worker_killed_at_a_random_moment_changes_nothing_in_the_output() {
     }
     // Every kill was noticed, and some hit a running job whose lost blocks
     // were rebuilt from lineage.
+    // (A kill at the very end of a job is noticed after it, within the
+    // heartbeat timeout.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (cluster.coordinator.log().matches(" lost: ").count() as u64) < runs {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            cluster.coordinator.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = cluster.coordinator.log();
     assert_eq!(log.matches(" lost: ").count() as u64, runs, "{log}");
     let recomputed = cluster.job_counter("recomputed");
@@ -96,14 +99,7 @@ fn a_worker_slowed_ten_times_gets_its_tasks_copied_and_the_output_is_unchanged()
     slow.wait_for("joined the coordinator");
     let body = pageviews();
     let job = job_file(dir.path(), "pv", &body, "embedded");
-    let out = dstream()
-        .args(["run", "-q", "--fresh", "--batches", &BATCHES.to_string()])
-        .arg(&job)
-        .arg("--checkpoint-dir")
-        .arg(dir.path().join("ck"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let expected = run_embedded(dir.path(), &job, BATCHES, "embedded");
     let job = job_file(dir.path(), "pv", &body, "cluster");
     let out = cluster.cli(&[
         "submit",
@@ -118,7 +114,7 @@ fn a_worker_slowed_ten_times_gets_its_tasks_copied_and_the_output_is_unchanged()
         String::from_utf8_lossy(&out.stderr),
         cluster.coordinator.log()
     );
-    assert!(files(&dir.path().join("cluster")) == files(&dir.path().join("embedded")));
+    assert!(files(&dir.path().join("cluster")) == expected);
     let speculated = cluster.job_counter("speculated");
     assert!(speculated > 0, "{}", cluster.coordinator.log());
     drop(slow);
@@ -149,14 +145,7 @@ fn a_coordinator_killed_and_restarted_resumes_every_job_from_its_checkpoint() {
         job
     };
     let job = with_checkpoints("embedded");
-    let out = dstream()
-        .args(["run", "-q", "--fresh", "--batches", &batches.to_string()])
-        .arg(&job)
-        .arg("--checkpoint-dir")
-        .arg(dir.path().join("ck"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let expected = run_embedded(dir.path(), &job, batches, "embedded");
     let job = with_checkpoints("cluster");
     let out = cluster.cli(&[
         "submit",
@@ -209,7 +198,7 @@ fn a_coordinator_killed_and_restarted_resumes_every_job_from_its_checkpoint() {
     }
     // Totals right: every batch's file is the failure-free run's.
     assert!(
-        files(&dir.path().join("cluster")) == files(&dir.path().join("embedded")),
+        files(&dir.path().join("cluster")) == expected,
         "{}",
         cluster.coordinator.log()
     );

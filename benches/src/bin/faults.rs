@@ -178,11 +178,20 @@ fn run(t: &Trial<'_>) -> Vec<BatchTime> {
     )
     .expect("job file");
     let out = Command::new(bin())
-        .args(["submit", job.to_str().expect("utf-8"), "--coordinator", &addr])
+        .args([
+            "submit",
+            job.to_str().expect("utf-8"),
+            "--coordinator",
+            &addr,
+        ])
         .args(["--certs", certs_s, "--batches", &t.batches.to_string()])
         .output()
         .expect("submit");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut times = Vec::new();
     loop {
         let l = coordinator
@@ -216,7 +225,12 @@ fn plot(
     series: &[(String, Vec<BatchTime>)],
     mark: Option<u64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let max_batch = series.iter().flat_map(|s| &s.1).map(|b| b.batch).max().unwrap_or(1);
+    let max_batch = series
+        .iter()
+        .flat_map(|s| &s.1)
+        .map(|b| b.batch)
+        .max()
+        .unwrap_or(1);
     let max_ms = series
         .iter()
         .flat_map(|s| &s.1)
@@ -270,7 +284,11 @@ fn main() {
         .arg(dir.join("certs"))
         .output()
         .expect("cluster init");
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let figures = Path::new(env!("CARGO_MANIFEST_DIR")).join("figures");
     std::fs::create_dir_all(&figures).expect("figures dir");
     println!(

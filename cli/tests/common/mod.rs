@@ -240,3 +240,22 @@ pub(crate) fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// Runs `job` embedded (`dstream run`) for `batches` batches; returns what
+/// its files sink wrote in `dir/out` (the job's sink directory).
+pub(crate) fn run_embedded(
+    dir: &Path,
+    job: &Path,
+    batches: u64,
+    out: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let run = dstream()
+        .args(["run", "-q", "--fresh", "--batches", &batches.to_string()])
+        .arg(job)
+        .arg("--checkpoint-dir")
+        .arg(dir.join(format!("ck-{out}")))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    files(&dir.join(out))
+}

@@ -332,3 +332,73 @@ fn a_worker_lost_while_a_checkpoint_is_written_leaves_the_previous_one_in_use() 
     );
     assert!(sim.coord.last_checkpoint() > Some(20));
 }
+
+#[test]
+fn a_resumed_coordinator_reads_state_back_and_reports_every_output_held() {
+    use dstream_core::coordinator::{Command, Config, Coordinator};
+    use dstream_core::plan::Work;
+    use std::time::Instant;
+    let body = format!("{RUNNING}[sinks.out]\nfrom = \"counts\"\nkind = \"stdout\"\n");
+    let job = job(4, &body);
+    let start = Instant::now();
+    let mut c = Coordinator::resume(job, Config::default(), start, 4);
+    let mut now = start;
+    let mut done = Vec::new();
+    let mut restores = 0;
+    let mut workers = 0;
+    let mut rounds = 0;
+    let mut unwritten = Vec::new();
+    while done.len() < 6 {
+        rounds += 1;
+        assert!(rounds < 10_000, "stuck after batches {done:?}");
+        // Workers come back one by one, as after a restart.
+        if workers < 3 {
+            workers += 1;
+            c.handle_register_as(workers, 2, now);
+        }
+        if let Some(t) = c.poll_timeout() {
+            now = now.max(t);
+        }
+        for w in 1..=workers {
+            c.handle_heartbeat(w, now);
+        }
+        c.handle_timeout(now);
+        let mut finished = Vec::new();
+        while let Some(cmd) = c.poll_command() {
+            match cmd {
+                Command::RunTask { worker, task, .. } => {
+                    if matches!(task.work, Work::Restore { checkpoint: 4 }) {
+                        restores += 1;
+                    }
+                    finished.push((worker, task.output));
+                }
+                Command::BatchDone { batch, outputs, .. } => {
+                    for o in &outputs {
+                        for (b, h) in &o.parts {
+                            assert!(!h.is_empty(), "batch {batch}: output {b} has no holder");
+                        }
+                    }
+                    // The sinks are slow: nothing written until the end.
+                    done.push(batch);
+                    unwritten.push(outputs);
+                }
+                Command::Checkpoint { batch, .. } => c.handle_checkpoint_written(batch, true),
+                _ => {}
+            }
+        }
+        for (w, b) in finished {
+            now += Duration::from_millis(1);
+            c.handle_task_done(w, b, 10, now);
+        }
+    }
+    assert_eq!(done, (5..=10).collect::<Vec<_>>());
+    assert_eq!(restores, 4);
+    // Every output is still there for the sinks, even the state that later
+    // batches no longer need.
+    for (batch, outputs) in done.iter().zip(unwritten) {
+        for (b, _) in &outputs[0].parts {
+            assert!(!c.locate(*b, now).is_empty(), "{b} dropped before written");
+        }
+        c.handle_output_written(*batch);
+    }
+}

@@ -384,30 +384,17 @@ impl Coordinator {
             let datasets = blocks.iter().map(|b| b.dataset).collect();
             self.checkpoint = Some((batch, datasets));
         }
-        // What no later batch needs and nothing else holds can go.
-        let last_done = self.next_batch - 1 - u64::from(self.current.is_some());
-        let keep = Planner::new(&self.job).needed_after(last_done);
-        let held: BTreeSet<BlockId> = self
-            .held
+        self.release(blocks);
+    }
+
+    /// Blocks kept for sinks or a checkpoint not written yet.
+    fn held_blocks(&self) -> BTreeSet<BlockId> {
+        self.held
             .values()
             .chain(self.ckpt_held.values())
             .flatten()
             .copied()
-            .collect();
-        let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
-        for id in blocks {
-            if keep.contains(&id.dataset) || held.contains(&id) || id.dataset.batch > last_done {
-                continue;
-            }
-            if let Some((holders, _)) = self.blocks.remove(&id) {
-                for h in holders {
-                    drops.entry(h).or_default().push(id);
-                }
-            }
-        }
-        for (worker, blocks) in drops {
-            self.commands.push_back(Command::Drop { worker, blocks });
-        }
+            .collect()
     }
 
     /// The job.
@@ -477,11 +464,23 @@ impl Coordinator {
     /// [`Command::BatchDone`], with outputs or not): the blocks kept for
     /// them can go.
     pub fn handle_output_written(&mut self, batch: u64) {
-        let Some(blocks) = self.held.remove(&batch) else {
-            return;
-        };
+        if let Some(blocks) = self.held.remove(&batch) {
+            self.release(blocks);
+        }
+    }
+
+    /// Drops those of `blocks` (held until now for sinks or a checkpoint)
+    /// that no batch after the last finished one needs and nothing else
+    /// holds.
+    fn release(&mut self, blocks: Vec<BlockId>) {
+        let last_done = self.next_batch - 1 - u64::from(self.current.is_some());
+        let keep = Planner::new(&self.job).needed_after(last_done);
+        let held = self.held_blocks();
         let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
         for id in blocks {
+            if keep.contains(&id.dataset) || held.contains(&id) || id.dataset.batch > last_done {
+                continue;
+            }
             if let Some((holders, _)) = self.blocks.remove(&id) {
                 for h in holders {
                     drops.entry(h).or_default().push(id);
@@ -707,6 +706,7 @@ impl Coordinator {
         // they were lost too). Blocks of earlier batches (state) lost with
         // it are the recovery's work.
         let Some(mut b) = self.current.take() else {
+            self.place_receivers();
             return;
         };
         for r in b.running.values_mut() {
@@ -1115,15 +1115,11 @@ impl Coordinator {
         // Retention: drop what no later batch reads, except the outputs
         // the sinks have not written yet.
         let keep = Planner::new(&self.job).needed_after(b.number);
-        // Every batch is held until written, even one without outputs, so
-        // that the job ends after its last batch is written.
-        self.held.insert(
-            b.number,
-            held.iter()
-                .filter(|id| !keep.contains(&id.dataset))
-                .copied()
-                .collect(),
-        );
+        // Every batch's outputs are held until written (even those later
+        // batches need: a later batch's retention must not drop them before
+        // the sinks are done), and every batch is, even one without
+        // outputs, so that the job ends after its last batch is written.
+        self.held.insert(b.number, held.iter().copied().collect());
         if self.job.checkpoint_due(b.number) {
             let blocks: Vec<(BlockId, Vec<WorkerId>)> = self
                 .blocks
@@ -1140,13 +1136,7 @@ impl Coordinator {
                 blocks,
             });
         }
-        let all_held: BTreeSet<BlockId> = self
-            .held
-            .values()
-            .chain(self.ckpt_held.values())
-            .flatten()
-            .copied()
-            .collect();
+        let all_held = self.held_blocks();
         let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
         self.blocks.retain(|id, (holders, _)| {
             let kept =
