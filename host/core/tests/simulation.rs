@@ -402,3 +402,67 @@ fn a_resumed_coordinator_reads_state_back_and_reports_every_output_held() {
         c.handle_output_written(*batch);
     }
 }
+
+#[test]
+fn an_output_lost_after_the_last_batch_is_rebuilt_for_the_sinks() {
+    use dstream_core::coordinator::{Command, Config, Coordinator};
+    use std::time::Instant;
+    let body = format!("{RUNNING}[sinks.out]\nfrom = \"counts\"\nkind = \"stdout\"\n");
+    let start = Instant::now();
+    let config = Config {
+        last_batch: Some(3),
+        ..Config::default()
+    };
+    let mut c = Coordinator::new(job(4, &body), config, start);
+    c.handle_register_as(1, 2, start);
+    c.handle_register_as(2, 2, start);
+    let mut now = start;
+    let mut outputs = Vec::new();
+    // Runs until nothing is left to do; tasks finish at once.
+    let drive = |c: &mut Coordinator, now: Instant, outputs: &mut Vec<_>| {
+        loop {
+            let mut ran = Vec::new();
+            while let Some(cmd) = c.poll_command() {
+                match cmd {
+                    Command::RunTask { worker, task, .. } => ran.push((worker, task.output)),
+                    Command::BatchDone { outputs: o, .. } => outputs.push(o),
+                    Command::Checkpoint { batch, .. } => c.handle_checkpoint_written(batch, true),
+                    _ => {}
+                }
+            }
+            if ran.is_empty() {
+                return;
+            }
+            for (w, b) in ran {
+                c.handle_task_done(w, b, 10, now);
+            }
+        }
+    };
+    while outputs.len() < 3 {
+        now = c.poll_timeout().unwrap();
+        c.handle_heartbeat(1, now);
+        c.handle_heartbeat(2, now);
+        c.handle_timeout(now);
+        drive(&mut c, now, &mut outputs);
+    }
+    assert_eq!(c.running_batch(), None);
+    // Worker 1 dies before the sinks fetched batch 3's outputs: the ones
+    // it held are rebuilt (from lineage) on worker 2.
+    c.handle_worker_lost(1, now);
+    let last: Vec<_> = outputs[2][0].parts.iter().map(|p| p.0).collect();
+    let lost: Vec<_> = last
+        .iter()
+        .filter(|b| c.locate(**b, now).is_empty())
+        .copied()
+        .collect();
+    assert!(!lost.is_empty(), "worker 1 held none of the outputs");
+    drive(&mut c, now, &mut outputs);
+    for b in &last {
+        assert_eq!(c.locate(*b, now), vec![2], "{b} not rebuilt");
+    }
+    assert_eq!(outputs.len(), 3, "a rebuild is not a batch");
+    for batch in 1..=3 {
+        c.handle_output_written(batch);
+    }
+    assert!(c.is_finished());
+}

@@ -177,6 +177,30 @@ struct Pending {
     preferred: Option<(Vec<WorkerId>, bool)>,
 }
 
+/// The number of a batch that only rebuilds lost blocks (asked for by
+/// [`Coordinator::locate`] between batches).
+const REBUILD: u64 = u64::MAX;
+
+impl Batch {
+    /// A batch with no task of its own, to rebuild lost blocks in.
+    fn rebuild(now: Instant) -> Self {
+        Self {
+            number: REBUILD,
+            started: now,
+            delay: Duration::ZERO,
+            pending: Vec::new(),
+            blocked: HashMap::default(),
+            waiters: HashMap::default(),
+            running: HashMap::default(),
+            stage_of: HashMap::default(),
+            stages: Vec::new(),
+            losers: BTreeSet::new(),
+            outputs: BTreeSet::new(),
+            tasks: HashMap::default(),
+        }
+    }
+}
+
 /// A task sent to workers: the attempts running it (two when it was
 /// speculated), each with its worker and start.
 #[derive(Debug)]
@@ -318,7 +342,7 @@ impl Coordinator {
                 .push_back(Command::StartReceiver { worker, source });
             // A batch already waiting for this source's input gets it from
             // the new receiver (what the lost one held uncut is gone).
-            if let Some(b) = &self.current {
+            if let Some(b) = self.current.as_ref().filter(|b| b.number != REBUILD) {
                 let waiting = (0..self.job.partitions).any(|part| {
                     let id = BlockId {
                         dataset: DatasetId {
@@ -413,7 +437,10 @@ impl Coordinator {
 
     /// The batch running now, if any.
     pub fn running_batch(&self) -> Option<u64> {
-        self.current.as_ref().map(|b| b.number)
+        self.current
+            .as_ref()
+            .map(|b| b.number)
+            .filter(|n| *n != REBUILD)
     }
 
     /// Counters so far.
@@ -473,7 +500,8 @@ impl Coordinator {
     /// that no batch after the last finished one needs and nothing else
     /// holds.
     fn release(&mut self, blocks: Vec<BlockId>) {
-        let last_done = self.next_batch - 1 - u64::from(self.current.is_some());
+        let running = self.current.as_ref().is_some_and(|b| b.number != REBUILD);
+        let last_done = self.next_batch - 1 - u64::from(running);
         let keep = Planner::new(&self.job).needed_after(last_done);
         let held = self.held_blocks();
         let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
@@ -581,12 +609,13 @@ impl Coordinator {
             .get(&block)
             .map(|(h, _)| h.clone())
             .unwrap_or_default();
-        if holders.is_empty() {
+        if holders.is_empty() && !self.workers.is_empty() {
             self.recover.insert(block);
-            if let Some(mut b) = self.current.take() {
-                self.recover_into(&mut b);
-                self.current = Some(b);
-            }
+            // With the running batch; between batches (or after the last
+            // one), in a batch of its own that only rebuilds.
+            let mut b = self.current.take().unwrap_or_else(|| Batch::rebuild(now));
+            self.recover_into(&mut b);
+            self.current = Some(b);
             self.schedule(now);
         }
         holders
@@ -1078,6 +1107,11 @@ impl Coordinator {
     }
 
     fn finish(&mut self, b: Batch, now: Instant) {
+        if b.number == REBUILD {
+            // Only rebuilt lost blocks: nothing to report or drop.
+            self.schedule(now);
+            return;
+        }
         self.stats.batches_done += 1;
         let mut outputs = Vec::new();
         let mut held = BTreeSet::new();
