@@ -433,6 +433,7 @@ impl Coordinator {
             .last_batch
             .is_some_and(|l| self.next_batch > l && self.current.is_none())
             && self.held.is_empty()
+            && self.ckpt_held.is_empty()
     }
 
     /// The batch running now, if any.
@@ -503,7 +504,15 @@ impl Coordinator {
         let running = self.current.as_ref().is_some_and(|b| b.number != REBUILD);
         let last_done = self.next_batch - 1 - u64::from(running);
         let keep = Planner::new(&self.job).needed_after(last_done);
-        let held = self.held_blocks();
+        let mut held = self.held_blocks();
+        // Inputs of the running batch's tasks (rebuilds included) stay.
+        if let Some(b) = &self.current {
+            held.extend(
+                b.tasks
+                    .values()
+                    .flat_map(|t| t.inputs.iter().map(|i| i.block)),
+            );
+        }
         let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
         for id in blocks {
             if keep.contains(&id.dataset) || held.contains(&id) || id.dataset.batch > last_done {
@@ -621,6 +630,18 @@ impl Coordinator {
         holders
     }
 
+    /// The task reading `block` back from the last checkpoint, if it is in
+    /// it.
+    fn restore_task(&self, block: &BlockId) -> Option<Task> {
+        self.checkpoint.as_ref().and_then(|(c, sets)| {
+            sets.contains(&block.dataset).then(|| Task {
+                output: *block,
+                work: Work::Restore { checkpoint: *c },
+                inputs: Vec::new(),
+            })
+        })
+    }
+
     /// Queues the blocks asked for by [`locate`](Self::locate) with batch
     /// `b`: a task reading them, with no output of its own to wait for.
     fn recover_into(&mut self, b: &mut Batch) {
@@ -634,13 +655,14 @@ impl Coordinator {
             if block.dataset.batch == b.number {
                 continue; // the batch computes it
             }
-            let plan = Planner::new(&self.job).plan(block.dataset.batch);
-            let Some(task) = plan
-                .stages
-                .into_iter()
-                .flatten()
-                .find(|t| t.output == block)
-            else {
+            let Some(task) = self.restore_task(&block).or_else(|| {
+                Planner::new(&self.job)
+                    .plan(block.dataset.batch)
+                    .stages
+                    .into_iter()
+                    .flatten()
+                    .find(|t| t.output == block)
+            }) else {
                 continue;
             };
             self.stats.tasks_recomputed += 1;
@@ -652,6 +674,9 @@ impl Coordinator {
     /// A receiver on `worker` stored an input block (of `bytes` bytes): the
     /// tasks reading it will run there.
     pub fn handle_input(&mut self, worker: WorkerId, block: BlockId, bytes: u64, now: Instant) {
+        if !self.workers.contains_key(&worker) {
+            return; // lost meanwhile: it holds nothing
+        }
         let entry = self.blocks.entry(block).or_insert((Vec::new(), bytes));
         if !entry.0.contains(&worker) {
             entry.0.push(worker);
@@ -793,14 +818,7 @@ impl Coordinator {
                 if m.dataset.batch == b.number || b.tasks.contains_key(m) {
                     continue;
                 }
-                let restore = self.checkpoint.as_ref().and_then(|(c, sets)| {
-                    sets.contains(&m.dataset).then(|| Task {
-                        output: *m,
-                        work: Work::Restore { checkpoint: *c },
-                        inputs: Vec::new(),
-                    })
-                });
-                let producer = restore.or_else(|| {
+                let producer = self.restore_task(m).or_else(|| {
                     plans
                         .entry(m.dataset.batch)
                         .or_insert_with(|| {
@@ -927,10 +945,21 @@ impl Coordinator {
             .values()
             .map(|w| w.slots.saturating_sub(w.running))
             .sum();
+        let mut requeue = Vec::new();
         for mut p in std::mem::take(&mut b.pending) {
             if free == 0 {
                 // Every slot is taken: the rest waits for a finished task.
                 still.push(p);
+                continue;
+            }
+            if p.task
+                .inputs
+                .iter()
+                .any(|i| self.blocks.get(&i.block).is_none_or(|(h, _)| h.is_empty()))
+            {
+                // An input went away since it became ready: queue it again
+                // (it waits for the input, rebuilt from lineage).
+                requeue.push(p.task);
                 continue;
             }
             let since = *p.ready_since.get_or_insert(now);
@@ -949,7 +978,10 @@ impl Coordinator {
                         .task
                         .inputs
                         .iter()
-                        .map(|i| (i.block, self.blocks[&i.block].0.clone()))
+                        .map(|i| {
+                            let h = self.blocks.get(&i.block).map(|e| e.0.clone());
+                            (i.block, h.unwrap_or_default())
+                        })
                         .collect();
                     b.running.insert(
                         p.task.output,
@@ -977,6 +1009,9 @@ impl Coordinator {
             }
         }
         b.pending = still;
+        for t in requeue {
+            self.enqueue(&mut b, t);
+        }
         if free > 0 {
             self.speculate(&mut b, now);
         }
@@ -1154,7 +1189,17 @@ impl Coordinator {
         // the sinks are done), and every batch is, even one without
         // outputs, so that the job ends after its last batch is written.
         self.held.insert(b.number, held.iter().copied().collect());
-        if self.job.checkpoint_due(b.number) {
+        // A checkpoint claims whole datasets: it is taken only when every
+        // partition of them is stored somewhere (not while some are lost
+        // and not rebuilt yet; the next one will be).
+        let complete = keep.iter().filter(|d| d.batch <= b.number).all(|d| {
+            (0..self.job.partitions).all(|part| {
+                self.blocks
+                    .get(&BlockId { dataset: *d, part })
+                    .is_some_and(|(h, _)| !h.is_empty())
+            })
+        });
+        if self.job.checkpoint_due(b.number) && complete {
             let blocks: Vec<(BlockId, Vec<WorkerId>)> = self
                 .blocks
                 .iter()

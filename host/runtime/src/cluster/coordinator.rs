@@ -276,6 +276,7 @@ pub async fn run(
         reports,
     };
     for (id, spec) in persisted(&opts.state_dir)? {
+        state.next_job = state.next_job.max(id + 1);
         let name = format!("job {id}");
         match prepare(runtime_for_resume.clone(), spec).await {
             Ok((spec, job, sinks)) => {
@@ -730,7 +731,11 @@ impl State {
                 Ok(Message::Ack) => Ok(()),
                 Ok(Message::Error { message }) => Err(message),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    // The worker went away: its loss is handled as such.
+                    tracing::debug!(job, worker = w, error = %e, "job not sent");
+                    return;
+                }
             };
             let _ = tx.send(Event::Loaded {
                 job,
@@ -933,10 +938,19 @@ impl State {
                                 by_worker.entry(*w).or_default().push(b);
                             }
                         }
-                        let writers: Vec<(quinn::Connection, Vec<BlockId>)> = by_worker
+                        let writers: Option<Vec<(quinn::Connection, Vec<BlockId>)>> = by_worker
                             .into_iter()
-                            .filter_map(|(w, b)| self.workers.get(&w).map(|e| (e.conn.clone(), b)))
+                            .map(|(w, b)| self.workers.get(&w).map(|e| (e.conn.clone(), b)))
                             .collect();
+                        let Some(writers) = writers else {
+                            // A holder left meanwhile: not this checkpoint.
+                            let _ = self.events.send(Event::CheckpointDone {
+                                job: *job,
+                                batch,
+                                ok: false,
+                            });
+                            continue;
+                        };
                         tokio::spawn(write_checkpoint(
                             *job,
                             j.job.clone(),

@@ -212,11 +212,19 @@ async fn session(
         }
     };
     tokio::spawn(net::serve(coordinator.clone(), handler.clone()));
+    // Peers' connections of this membership, closed when it ends (a peer
+    // must not go on fetching from a worker that forgot its blocks).
+    let peers_in: Arc<Mutex<Vec<quinn::Connection>>> = Arc::default();
     let accepting = {
         let ep = ep.clone();
+        let peers_in = peers_in.clone();
         tokio::spawn(async move {
             while let Some(c) = net::accept(&ep).await {
                 if let Ok(conn) = c {
+                    let mut open = peers_in.lock().expect("peers lock");
+                    open.retain(|c| c.close_reason().is_none());
+                    open.push(conn.clone());
+                    drop(open);
                     tokio::spawn(net::serve(conn, handler.clone()));
                 }
             }
@@ -253,6 +261,9 @@ async fn session(
         () = beating => unreachable!("the heartbeat loop never ends"),
     };
     accepting.abort();
+    for c in peers_in.lock().expect("peers lock").drain(..) {
+        c.close(quinn::VarInt::from_u32(3), b"worker rejoining");
+    }
     // Free every job's blocks and receivers.
     node.jobs.write().expect("jobs lock").clear();
     Error::Net {
