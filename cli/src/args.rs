@@ -10,7 +10,10 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// Write operators with the dstream-sdk crate, build them with `dstream plugin
 /// build`, look inside with `dstream plugin inspect`, and try one on a file of
-/// lines with `dstream test-op`.
+/// lines with `dstream test-op`. Run a job in this process with `dstream run
+/// JOB.toml`, or on a cluster: `dstream cluster init`, `dstream
+/// coordinator`, `dstream worker` (one per node), `dstream submit JOB.toml`,
+/// `dstream status`.
 #[derive(Debug, Parser)]
 #[command(name = "dstream", version, propagate_version = true)]
 pub(crate) struct Cli {

@@ -10,7 +10,14 @@ use crate::net::{self, tls::Identity};
 
 async fn ask(coordinator: SocketAddr, id: &Identity, msg: &Message) -> Result<Message, Error> {
     let ep = net::client(id)?;
-    let conn = net::connect(&ep, coordinator).await?;
+    let conn = net::connect(&ep, coordinator)
+        .await
+        .map_err(|e| Error::Net {
+            what: format!("no coordinator answered at {coordinator}"),
+            message: format!(
+                "{e} (is `dstream coordinator` running there, with this cluster's certificates?)"
+            ),
+        })?;
     let answer = net::request(&conn, msg).await;
     conn.close(quinn::VarInt::from_u32(0), b"done");
     ep.wait_idle().await;
