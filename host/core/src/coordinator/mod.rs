@@ -201,6 +201,25 @@ impl Batch {
     }
 }
 
+/// A stage's tasks and the times of those finished (sorted), with their
+/// median once half of the stage has finished.
+#[derive(Debug, Default)]
+struct StageTimes {
+    size: usize,
+    done: Vec<Duration>,
+    median: Option<Duration>,
+}
+
+impl StageTimes {
+    fn finished(&mut self, t: Duration) {
+        let at = self.done.partition_point(|d| *d < t);
+        self.done.insert(at, t);
+        if self.done.len() * 2 >= self.size {
+            self.median = Some(self.done[self.done.len() / 2]);
+        }
+    }
+}
+
 /// A task sent to workers: the attempts running it (two when it was
 /// speculated), each with its worker and start.
 #[derive(Debug)]
@@ -224,7 +243,7 @@ struct Batch {
     /// Each planned task's stage (recovery tasks have none).
     stage_of: HashMap<BlockId, usize>,
     /// Per stage: tasks in it, and the times of those finished.
-    stages: Vec<(usize, Vec<Duration>)>,
+    stages: Vec<StageTimes>,
     /// Attempts that lost to another copy of their task: their results are
     /// dropped when they come.
     losers: BTreeSet<(WorkerId, BlockId)>,
@@ -505,11 +524,13 @@ impl Coordinator {
         let last_done = self.next_batch - 1 - u64::from(running);
         let keep = Planner::new(&self.job).needed_after(last_done);
         let mut held = self.held_blocks();
-        // Inputs of the running batch's tasks (rebuilds included) stay.
+        // Inputs of the tasks rebuilding earlier batches' blocks stay (those
+        // of the running batch's own tasks are in `keep`).
         if let Some(b) = &self.current {
             held.extend(
                 b.tasks
                     .values()
+                    .filter(|t| t.output.dataset.batch < b.number)
                     .flat_map(|t| t.inputs.iter().map(|i| i.block)),
             );
         }
@@ -570,9 +591,7 @@ impl Coordinator {
         }
         if let Some(stage) = b.stage_of.get(&block) {
             let started = run.attempts[0].1;
-            b.stages[*stage]
-                .1
-                .push(now.saturating_duration_since(started));
+            b.stages[*stage].finished(now.saturating_duration_since(started));
         }
         b.outputs.insert(block);
         let entry = self.blocks.entry(block).or_insert((Vec::new(), bytes));
@@ -905,7 +924,10 @@ impl Coordinator {
             let stages = plan
                 .stages
                 .iter()
-                .map(|st| (st.len(), Vec::new()))
+                .map(|st| StageTimes {
+                    size: st.len(),
+                    ..StageTimes::default()
+                })
                 .collect();
             let mut b = Batch {
                 stage_of,
@@ -965,6 +987,16 @@ impl Coordinator {
             let since = *p.ready_since.get_or_insert(now);
             p.wake = None;
             match self.place(&mut p, now.saturating_duration_since(since)) {
+                Some(_)
+                    if p.task
+                        .inputs
+                        .iter()
+                        .any(|i| self.blocks.get(&i.block).is_none_or(|(h, _)| h.is_empty())) =>
+                {
+                    // An input went away since it became ready: queue it
+                    // again (it waits for the input, rebuilt from lineage).
+                    requeue.push(p.task);
+                }
                 Some((worker, local)) => {
                     let w = self
                         .workers
@@ -1031,13 +1063,7 @@ impl Coordinator {
         if run.attempts.len() != 1 {
             return None;
         }
-        let (size, done) = &b.stages[*b.stage_of.get(block)?];
-        if done.is_empty() || done.len() * 2 < *size {
-            return None;
-        }
-        let mut d = done.clone();
-        d.sort_unstable();
-        let median = d[d.len() / 2];
+        let median = b.stages[*b.stage_of.get(block)?].median?;
         Some(run.attempts[0].1 + median.mul_f64(factor).max(self.config.speculation_min))
     }
 
