@@ -16,19 +16,7 @@ fn three_workers_give_the_embedded_output_and_shuffle_between_them() {
     for (name, body) in [("wordcount", wordcount()), ("pageviews", pageviews())] {
         // The cluster run.
         let job = job_file(dir.path(), name, &body, "cluster");
-        let out = cluster.cli(&[
-            "submit",
-            job.to_str().unwrap(),
-            "--batches",
-            &BATCHES.to_string(),
-            "--wait",
-        ]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "{stderr}\ncoordinator:\n{}",
-            cluster.coordinator.log()
-        );
+        let stderr = cluster.submit_and_wait(&job, BATCHES);
         assert!(stderr.contains("finished"), "{stderr}");
         // The embedded run of the same job.
         let job = job_file(dir.path(), name, &body, "embedded");
@@ -152,13 +140,7 @@ fn received_lines_are_counted_once_and_copied_to_a_second_worker() {
         dstream_artifacts::WORDCOUNT
     );
     let job = job_file(dir.path(), "tcp", &body, "out");
-    let out = cluster.cli(&["submit", job.to_str().unwrap(), "--batches", "12", "--wait"]);
-    assert!(
-        out.status.success(),
-        "{}\ncoordinator:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.coordinator.log()
-    );
+    cluster.submit_and_wait(&job, 12);
     // Every word counted once over all batches.
     let mut total = 0u64;
     for (_, bytes) in files(&dir.path().join("out")) {

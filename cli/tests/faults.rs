@@ -101,19 +101,7 @@ fn a_worker_slowed_ten_times_gets_its_tasks_copied_and_the_output_is_unchanged()
     let job = job_file(dir.path(), "pv", &body, "embedded");
     let expected = run_embedded(dir.path(), &job, BATCHES, "embedded");
     let job = job_file(dir.path(), "pv", &body, "cluster");
-    let out = cluster.cli(&[
-        "submit",
-        job.to_str().unwrap(),
-        "--batches",
-        &BATCHES.to_string(),
-        "--wait",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.coordinator.log()
-    );
+    cluster.submit_and_wait(&job, BATCHES);
     assert!(files(&dir.path().join("cluster")) == expected);
     let speculated = cluster.job_counter("speculated");
     assert!(speculated > 0, "{}", cluster.coordinator.log());

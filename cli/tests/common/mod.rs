@@ -165,6 +165,25 @@ impl Cluster {
             .unwrap()
     }
 
+    /// `dstream submit JOB --batches N --wait`: runs the job to its end and
+    /// fails the test with the coordinator's log when it did not finish.
+    pub(crate) fn submit_and_wait(&self, job: &Path, batches: u64) -> String {
+        let out = self.cli(&[
+            "submit",
+            job.to_str().unwrap(),
+            "--batches",
+            &batches.to_string(),
+            "--wait",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "{stderr}\ncoordinator:\n{}",
+            self.coordinator.log()
+        );
+        stderr
+    }
+
     /// `dstream status`, the worker rows.
     pub(crate) fn workers_status(&self) -> Vec<WorkerRow> {
         let out = self.cli(&["status"]);

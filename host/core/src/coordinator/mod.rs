@@ -1006,15 +1006,7 @@ impl Coordinator {
                     free -= 1;
                     self.stats.tasks_scheduled += 1;
                     self.stats.tasks_local += u64::from(local);
-                    let sources = p
-                        .task
-                        .inputs
-                        .iter()
-                        .map(|i| {
-                            let h = self.blocks.get(&i.block).map(|e| e.0.clone());
-                            (i.block, h.unwrap_or_default())
-                        })
-                        .collect();
+                    let sources = self.sources(&p.task);
                     b.running.insert(
                         p.task.output,
                         Run {
@@ -1067,6 +1059,17 @@ impl Coordinator {
         Some(run.attempts[0].1 + median.mul_f64(factor).max(self.config.speculation_min))
     }
 
+    /// Each input of `task` with the workers holding it (none when lost).
+    fn sources(&self, task: &Task) -> Holders {
+        task.inputs
+            .iter()
+            .map(|i| {
+                let h = self.blocks.get(&i.block).map(|e| e.0.clone());
+                (i.block, h.unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// Launches a copy of every straggler on another worker with a free
     /// slot (the least loaded).
     fn speculate(&mut self, b: &mut Batch, now: Instant) {
@@ -1088,15 +1091,7 @@ impl Coordinator {
                 return;
             };
             let run = b.running.get_mut(&block).expect("listed");
-            let sources: Vec<(BlockId, Vec<WorkerId>)> = run
-                .task
-                .inputs
-                .iter()
-                .map(|i| {
-                    let h = self.blocks.get(&i.block).map(|e| e.0.clone());
-                    (i.block, h.unwrap_or_default())
-                })
-                .collect();
+            let sources = self.sources(&run.task);
             if sources.iter().any(|(_, h)| h.is_empty()) {
                 continue;
             }
