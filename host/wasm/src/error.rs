@@ -137,6 +137,16 @@ pub enum Error {
         limit: Duration,
     },
 
+    /// The call was stopped by its [`Cancel`](crate::Cancel) token (another
+    /// copy of the task won, or the job stopped).
+    #[error("operator `{plugin}/{operator}` was cancelled")]
+    Cancelled {
+        /// Plugin name.
+        plugin: String,
+        /// Operator name.
+        operator: String,
+    },
+
     /// The call tried to use more memory than allowed and was stopped.
     #[error(
         "operator `{plugin}/{operator}` tried to grow its memory to {wanted} bytes, over the limit of {limit} bytes, and was stopped"

@@ -30,6 +30,15 @@ pub(crate) struct HostState {
     pub(crate) dropped_logs: u32,
     /// The last error-level message (a panic message, typically).
     pub(crate) last_error: Option<String>,
+    /// Set when the epoch callback stopped the call, and why.
+    pub(crate) stopped: Option<Stop>,
+}
+
+/// Why the host stopped a running call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Deadline,
+    Cancelled,
 }
 
 impl HostState {
@@ -43,6 +52,7 @@ impl HostState {
             logs: 0,
             dropped_logs: 0,
             last_error: None,
+            stopped: None,
         }
     }
 }

@@ -8,7 +8,8 @@
 //! imports nothing but `dstream:plugin/host`, fits the size limit), compiles it
 //! once and asks it to `describe` itself. The [`Plugin`] it returns runs an
 //! operator over a whole partition per call, each call in a fresh instance
-//! under a memory limit and an epoch deadline; traps, timeouts and guest errors
+//! under a memory limit and an epoch deadline (and, inside [`Cancel::scope`],
+//! a cancellation token); traps, timeouts and guest errors
 //! come back as typed [`Error`]s naming plugin, operator and cause, and the
 //! next call runs as if nothing happened.
 //!
@@ -35,7 +36,7 @@ mod runtime;
 pub use error::Error;
 pub use host::GUEST_LOG_TARGET;
 pub use plugin::{Plugin, Stage};
-pub use runtime::{Limits, Runtime};
+pub use runtime::{Cancel, Limits, Runtime};
 
 /// The version of the `dstream:plugin` WIT package this host speaks.
 pub const WIT_VERSION: &str = "0.1.0";

@@ -5,7 +5,7 @@ use wasmtime::component::{ComponentExportIndex, ComponentNamedList, ComponentTyp
 use wasmtime::{Store, Trap};
 
 use crate::Error;
-use crate::host::{HostState, PluginPre, wit};
+use crate::host::{HostState, PluginPre, Stop, wit};
 use crate::runtime::{Exports, Runtime};
 
 /// A partition as the guest's `batch` record, lowered straight from the host's
@@ -234,6 +234,12 @@ impl Plugin {
         P: ComponentNamedList + Lower,
         R: ComponentNamedList + Lift,
     {
+        if crate::Cancel::current().is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::Cancelled {
+                plugin: self.name.clone(),
+                operator: operator.to_string(),
+            });
+        }
         let _slot = self.runtime.inner.slots.take();
         let mut store = self.runtime.store(&self.name, operator);
         let instance = self
@@ -268,6 +274,17 @@ impl Plugin {
         let plugin = self.name.clone();
         let operator = operator.to_string();
         let state = store.data();
+        match state.stopped {
+            Some(Stop::Cancelled) => return Error::Cancelled { plugin, operator },
+            Some(Stop::Deadline) => {
+                return Error::Deadline {
+                    plugin,
+                    operator,
+                    limit: self.runtime.limits().deadline,
+                };
+            }
+            None => {}
+        }
         if let Some(wanted) = state.memory_wanted {
             return Error::MemoryLimit {
                 plugin,

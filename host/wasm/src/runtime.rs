@@ -1,14 +1,18 @@
 //! The engine: configuration, the epoch ticker, loading and validation.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, ComponentExportIndex, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 
-use crate::host::{HostState, Plugin as World, PluginPre as WorldPre};
+use crate::host::{HostState, Plugin as World, PluginPre as WorldPre, Stop};
 use crate::plugin::Plugin;
 use crate::{Error, WIT_VERSION};
 
@@ -208,6 +212,9 @@ impl Runtime {
         Plugin::new(self.clone(), plugin, pre, exports)
     }
 
+    /// A store for one call. Every epoch tick the store checks the call's
+    /// deadline and the [`Cancel`] token in scope, and stops the call when
+    /// either says so.
     pub(crate) fn store(&self, plugin: &str, operator: &str) -> Store<HostState> {
         let limits = &self.inner.limits;
         let mut store = Store::new(
@@ -215,10 +222,88 @@ impl Runtime {
             HostState::new(plugin, operator, limits.memory),
         );
         store.limiter(|s| s);
-        let ticks = limits.deadline.as_nanos().div_ceil(TICK.as_nanos()) as u64;
-        store.set_epoch_deadline(ticks.max(1) + 1);
-        store.epoch_deadline_trap();
+        let cancel = Cancel::current();
+        // One tick of slack: the first tick may come at once.
+        let deadline = Instant::now() + limits.deadline + TICK;
+        store.epoch_deadline_callback(move |mut ctx| {
+            let stop = if cancel.as_ref().is_some_and(Cancel::is_cancelled) {
+                Stop::Cancelled
+            } else if Instant::now() >= deadline {
+                Stop::Deadline
+            } else {
+                return Ok(UpdateDeadline::Continue(1));
+            };
+            ctx.data_mut().stopped = Some(stop);
+            Ok(UpdateDeadline::Interrupt)
+        });
+        store.set_epoch_deadline(1);
         store
+    }
+}
+
+thread_local! {
+    /// The token governing plugin calls made on this thread.
+    static SCOPE: RefCell<Option<Cancel>> = const { RefCell::new(None) };
+}
+
+/// A token that stops plugin calls made under it.
+///
+/// Calls made on a thread inside [`Cancel::scope`] watch the token: once
+/// [`Cancel::cancel`] is called (from any thread), a running call stops within
+/// an epoch tick (a few milliseconds) with [`Error::Cancelled`](crate::Error),
+/// and later calls under it stop as soon as they start. The instance is
+/// thrown away as after any other stopped call.
+///
+/// ```
+/// use dstream_wasm::Cancel;
+///
+/// let token = Cancel::new();
+/// let stopper = token.clone();
+/// let seen = token.scope(|| {
+///     stopper.cancel();
+///     // A plugin call made here would stop with Error::Cancelled.
+///     Cancel::current().is_some_and(|t| t.is_cancelled())
+/// });
+/// assert!(seen);
+/// assert!(Cancel::current().is_none());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops the calls running under this token, and every later one.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` with this token watching every plugin call made on this
+    /// thread inside it; the token in scope before is restored afterwards.
+    pub fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Cancel>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let before = self.0.take();
+                SCOPE.with(|s| *s.borrow_mut() = before);
+            }
+        }
+        let before = SCOPE.with(|s| s.borrow_mut().replace(self.clone()));
+        let _restore = Restore(before);
+        f()
+    }
+
+    /// The token in scope on this thread, if any.
+    pub fn current() -> Option<Cancel> {
+        SCOPE.with(|s| s.borrow().clone())
     }
 }
 

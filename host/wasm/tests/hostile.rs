@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dstream_core::Batch;
-use dstream_wasm::{Error, Limits, Plugin, Runtime};
+use dstream_wasm::{Cancel, Error, Limits, Plugin, Runtime};
 
 fn limits() -> Limits {
     Limits {
@@ -53,6 +53,42 @@ fn an_infinite_loop_is_stopped_by_the_deadline() {
         "stopped early: {took:?}"
     );
     assert!(took < Duration::from_secs(5), "stopped late: {took:?}");
+    still_healthy(&rt, &h);
+}
+
+#[test]
+fn a_running_call_is_stopped_by_its_cancel_token() {
+    // A deadline far away: only the token can stop the spin.
+    let rt = Runtime::new(Limits {
+        deadline: Duration::from_secs(600),
+        ..limits()
+    })
+    .unwrap();
+    let h = Arc::new(load(&rt, "hostile", dstream_artifacts::HOSTILE));
+    let token = Cancel::new();
+    let (spinner, in_scope) = (h.clone(), token.clone());
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = in_scope.scope(|| spinner.map("spin", &[], &lines(&["x"])));
+        done.send(r.map(|_| ())).unwrap();
+    });
+    assert!(
+        result.recv_timeout(Duration::from_millis(200)).is_err(),
+        "the spin ended by itself"
+    );
+    token.cancel();
+    let e = result
+        .recv_timeout(Duration::from_secs(30))
+        .expect("cancelling did not stop the call")
+        .unwrap_err();
+    assert!(matches!(e, Error::Cancelled { .. }), "{e}");
+    assert_eq!(e.to_string(), "operator `hostile/spin` was cancelled");
+    // Under a cancelled token, a call stops before it starts; outside it,
+    // the same plugin works.
+    let e = token
+        .scope(|| h.map("fail", &[], &lines(&["ok"])))
+        .unwrap_err();
+    assert!(matches!(e, Error::Cancelled { .. }), "{e}");
     still_healthy(&rt, &h);
 }
 

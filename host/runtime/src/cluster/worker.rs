@@ -2,7 +2,7 @@
 //! sent, runs tasks over the blocks in its store (fetching inputs it lacks
 //! from the workers holding them) and serves its blocks to peers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use dstream_core::exec::{Block, Executor, Pools};
 use dstream_core::job::{Job, NodeId, NodeKind};
 use dstream_core::plan::{Aux, BlockId, DatasetId, Task, Work};
 use dstream_core::wire::{JobSpec, Message, Peer, WorkerId, WorkerStats};
-use dstream_wasm::{Plugin, Runtime};
+use dstream_wasm::{Cancel, Plugin, Runtime};
 
 use super::{HEARTBEAT, Peers, load_job};
 use crate::Error;
@@ -85,8 +85,10 @@ struct Node {
     id: WorkerId,
     faults: Faults,
     started: Instant,
-    /// Tasks whose copy elsewhere won.
-    cancelled: Mutex<HashSet<(u32, BlockId)>>,
+    /// A token per task running here or told to stop: the coordinator's
+    /// Cancel (another copy won) sets it, which also stops a plugin call
+    /// running for the task.
+    cancels: Mutex<HashMap<(u32, BlockId), Cancel>>,
     runtime: Runtime,
     jobs: RwLock<HashMap<u32, Arc<JobRun>>>,
     peers: Peers,
@@ -197,7 +199,7 @@ async fn session(
         id,
         faults: opts.faults.clone(),
         started,
-        cancelled: Mutex::default(),
+        cancels: Mutex::default(),
         runtime,
         jobs: RwLock::default(),
         peers: Peers::new(ep.clone()),
@@ -280,11 +282,22 @@ impl Node {
             .is_some_and(|d| self.started.elapsed() >= d)
     }
 
-    fn is_cancelled(&self, job: u32, block: BlockId) -> bool {
-        self.cancelled
+    /// The token of a task, made on first use.
+    fn cancel_token(&self, job: u32, block: BlockId) -> Cancel {
+        self.cancels
             .lock()
             .expect("cancel lock")
-            .contains(&(job, block))
+            .entry((job, block))
+            .or_default()
+            .clone()
+    }
+
+    fn is_cancelled(&self, job: u32, block: BlockId) -> bool {
+        self.cancels
+            .lock()
+            .expect("cancel lock")
+            .get(&(job, block))
+            .is_some_and(Cancel::is_cancelled)
     }
 
     fn job(&self, job: u32) -> Option<Arc<JobRun>> {
@@ -333,6 +346,12 @@ impl Node {
             },
             Message::StopJob { job } => {
                 self.jobs.write().expect("jobs lock").remove(&job);
+                // Its running plugin calls stop too.
+                let cancels = self.cancels.lock().expect("cancel lock");
+                for token in cancels.iter().filter(|((j, _), _)| *j == job) {
+                    token.1.cancel();
+                }
+                drop(cancels);
                 tracing::info!(job, "job stopped");
                 Message::Ack
             }
@@ -415,10 +434,7 @@ impl Node {
                 }
             }
             Message::Cancel { job, block } => {
-                self.cancelled
-                    .lock()
-                    .expect("cancel lock")
-                    .insert((job, block));
+                self.cancel_token(job, block).cancel();
                 Message::Ack
             }
             Message::Drop { job, blocks } => {
@@ -584,7 +600,7 @@ impl Node {
                 }
             }
         };
-        self.cancelled
+        self.cancels
             .lock()
             .expect("cancel lock")
             .remove(&(job, output));
@@ -650,6 +666,7 @@ impl Node {
         }
         let computing = Instant::now();
         let run2 = run.clone();
+        let token = self.cancel_token(job, output);
         let block = tokio::task::spawn_blocking(move || {
             let batches: Vec<&Batch> = inputs
                 .iter()
@@ -664,11 +681,16 @@ impl Node {
                 plugins: &run2.plugins,
                 calls: &calls,
             };
-            Executor::new(&run2.job, &run2.pools).run(&task, &batches, &wasm)
+            // A Cancel from the coordinator stops the plugin call at once
+            // instead of letting a losing copy run to its end.
+            token.scope(|| Executor::new(&run2.job, &run2.pools).run(&task, &batches, &wasm))
         })
         .await
-        .map_err(|e| Error::Job(format!("task {output}: {e}")))?
-        .map_err(|source| Error::Batch {
+        .map_err(|e| Error::Job(format!("task {output}: {e}")))?;
+        if self.is_cancelled(job, output) {
+            return Err(cancelled());
+        }
+        let block = block.map_err(|source| Error::Batch {
             batch: output.dataset.batch,
             source,
         })?;
