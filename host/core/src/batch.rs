@@ -170,6 +170,38 @@ impl Batch {
         Ok(out)
     }
 
+    /// A new batch with the records in `range` (copied: one copy of their
+    /// bytes, offsets rebased).
+    ///
+    /// # Panics
+    /// If `range` is not within `0..self.len()`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
+        let bounds = &self.bounds[2 * range.start..=2 * range.end];
+        let base = bounds[0];
+        Batch {
+            data: self.data[base as usize..bounds[bounds.len() - 1] as usize].to_vec(),
+            bounds: bounds.iter().map(|b| b - base).collect(),
+        }
+    }
+
+    /// Consecutive ranges of records covering the batch, each holding at most
+    /// `max_bytes` of keys and values (a record larger than that alone).
+    pub fn cuts(&self, max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < self.len() {
+            let base = self.bounds[2 * start] as usize;
+            // The last record ending within the budget, at least one record.
+            let mut end = start + 1;
+            while end < self.len() && self.bounds[2 * end + 2] as usize - base <= max_bytes {
+                end += 1;
+            }
+            out.push(start..end);
+            start = end;
+        }
+        out
+    }
+
     /// Appends every record of `other`.
     pub fn extend_from(&mut self, other: &Batch) {
         let base = self.offset();
@@ -193,6 +225,34 @@ impl<K: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(K, V)> for Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuts_cover_the_batch_within_the_budget_and_slices_copy_them() {
+        let b: Batch = (0..50)
+            .map(|i| (format!("k{i}"), "v".repeat(i % 7)))
+            .collect();
+        for max in [0, 1, 5, 9, 20, 64, 1 << 20] {
+            let cuts = b.cuts(max);
+            let mut joined = Batch::new();
+            let mut next = 0;
+            for r in cuts {
+                assert_eq!(r.start, next, "contiguous");
+                assert!(!r.is_empty());
+                let piece = b.slice(r.clone());
+                assert!(piece.byte_len() <= max || piece.len() == 1, "max {max}");
+                assert_eq!(
+                    piece.iter().collect::<Vec<_>>(),
+                    b.iter().skip(r.start).take(r.len()).collect::<Vec<_>>()
+                );
+                joined.extend_from(&piece);
+                next = r.end;
+            }
+            assert_eq!(next, b.len());
+            assert_eq!(joined, b);
+        }
+        assert!(Batch::new().cuts(10).is_empty());
+        assert_eq!(b.slice(3..3), Batch::new());
+    }
 
     #[test]
     fn push_get_iter_round_trip() {

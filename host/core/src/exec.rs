@@ -29,6 +29,62 @@ pub trait Calls {
     -> Result<Batch, CallError>;
     /// Runs an inverse operator.
     fn inverse(&self, op: &PluginOp, current: &Batch, leaving: &Batch) -> Result<Batch, CallError>;
+    /// The largest input (bytes of keys and values) one call of `op` should
+    /// take. A bigger input of record-wise operators (map, flat-map, filter,
+    /// optionally ending in a reduce) is cut into pieces of at most this
+    /// size, one call each: a partition may then be larger than what one
+    /// sandboxed call can hold. Unlimited by default.
+    fn max_input_bytes(&self, op: &PluginOp) -> usize {
+        let _ = op;
+        usize::MAX
+    }
+}
+
+/// What a run of plugin operators does with its input, as far as cutting
+/// it into pieces goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// Record by record (map, flat-map, filter): pieces' outputs, joined in
+    /// order, are the output of one call.
+    Records,
+    /// Record-wise operators, then a reduce (or a reduce alone): the joined
+    /// outputs of pieces are reduced once more. The reduce is associative
+    /// and commutative, and groups come out in order of first appearance,
+    /// so this is the output of one call.
+    Reduce,
+    /// Needs the whole input at once (a transform).
+    Whole,
+}
+
+/// `calls.one_input(ops, input)`, with an input larger than the operators'
+/// [`Calls::max_input_bytes`] cut into pieces when their `shape` allows.
+fn call(ops: &[&PluginOp], shape: Shape, input: &Batch, calls: &dyn Calls) -> Result<Batch, Error> {
+    let max = ops
+        .iter()
+        .map(|op| calls.max_input_bytes(op))
+        .min()
+        .unwrap_or(usize::MAX);
+    if input.byte_len() <= max || shape == Shape::Whole || input.len() < 2 {
+        return calls.one_input(ops, input).map_err(Error::Call);
+    }
+    let mut out = Batch::new();
+    for range in input.cuts(max) {
+        out.extend_from(
+            &calls
+                .one_input(ops, &input.slice(range))
+                .map_err(Error::Call)?,
+        );
+    }
+    if shape == Shape::Reduce {
+        let reduce = &ops[ops.len() - 1..];
+        out = if out.byte_len() < input.byte_len() {
+            // Smaller each round: this ends.
+            call(reduce, Shape::Reduce, &out, calls)?
+        } else {
+            calls.one_input(reduce, &out).map_err(Error::Call)?
+        };
+    }
+    Ok(out)
 }
 
 /// What a task produces: a partition, or (map side of a shuffle) one bucket
@@ -261,23 +317,32 @@ impl<'a> Executor<'a> {
         input: &Batch,
         calls: &dyn Calls,
     ) -> Result<Batch, Error> {
-        let mut ops: Vec<&PluginOp> = chain
+        let mut ops: Vec<(&PluginOp, Shape)> = chain
             .iter()
             .map(|id| {
-                self.job
-                    .node(*id)
-                    .op()
+                let op = self.job.node(*id).op();
+                let shape = match op {
+                    Some(Op::Transform(_)) => Shape::Whole,
+                    Some(Op::Map(_) | Op::FlatMap(_) | Op::Filter(_)) => Shape::Records,
+                    _ => unreachable!("narrow chains hold plugin operators"),
+                };
+                let op = op
                     .and_then(Op::narrow_plugin_op)
-                    .expect("narrow chains hold plugin operators")
+                    .expect("narrow chains hold plugin operators");
+                (op, shape)
             })
             .collect();
-        ops.extend(then);
+        ops.extend(then.map(|op| (op, Shape::Reduce)));
         let mut cur: Option<Batch> = None;
-        for group in ops.chunk_by(|a, b| a.plugin == b.plugin) {
-            let out = calls
-                .one_input(group, cur.as_ref().unwrap_or(input))
-                .map_err(Error::Call)?;
-            cur = Some(out);
+        for group in ops.chunk_by(|a, b| a.0.plugin == b.0.plugin) {
+            // Whole if any operator needs it, else a reduce only at the end.
+            let shape = if group.iter().any(|g| g.1 == Shape::Whole) {
+                Shape::Whole
+            } else {
+                group[group.len() - 1].1
+            };
+            let group: Vec<&PluginOp> = group.iter().map(|g| g.0).collect();
+            cur = Some(call(&group, shape, cur.as_ref().unwrap_or(input), calls)?);
         }
         Ok(cur.unwrap_or_else(|| input.clone()))
     }
@@ -301,7 +366,7 @@ fn window_reducer(op: &Op) -> Reducer {
 fn combine(r: &Reducer, x: &Batch, calls: &dyn Calls) -> Result<Batch, Error> {
     match r {
         Reducer::Native(n) => n.combine(x),
-        Reducer::Plugin(p) => calls.one_input(&[p], x).map_err(Error::Call),
+        Reducer::Plugin(p) => call(&[p], Shape::Reduce, x, calls),
     }
 }
 
@@ -309,7 +374,7 @@ fn combine(r: &Reducer, x: &Batch, calls: &dyn Calls) -> Result<Batch, Error> {
 fn merge(r: &Reducer, x: &Batch, calls: &dyn Calls) -> Result<Batch, Error> {
     match r {
         Reducer::Native(n) => n.merge(x),
-        Reducer::Plugin(p) => calls.one_input(&[p], x).map_err(Error::Call),
+        Reducer::Plugin(p) => call(&[p], Shape::Reduce, x, calls),
     }
 }
 

@@ -58,4 +58,10 @@ impl Calls for WasmCalls<'_> {
             .plugin(op)?
             .inverse(&op.op, &op.params, current, leaving)?)
     }
+
+    fn max_input_bytes(&self, op: &PluginOp) -> usize {
+        self.plugins
+            .get(&op.plugin)
+            .map_or(usize::MAX, |p| p.limits().call_input())
+    }
 }

@@ -233,12 +233,7 @@ pub(crate) fn chunks(input: &Batch, parts: u32) -> Vec<Batch> {
     let mut start = 0;
     for p in 0..parts {
         let end = start + n / parts + usize::from(p < n % parts);
-        let mut b = Batch::with_capacity(end - start, 0);
-        for i in start..end {
-            let (k, v) = input.get(i);
-            b.push(k, v);
-        }
-        out.push(b);
+        out.push(input.slice(start..end));
         start = end;
     }
     out

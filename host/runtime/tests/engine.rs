@@ -510,3 +510,74 @@ fn a_checkpoint_of_another_job_is_refused() {
         "{err}"
     );
 }
+
+/// A job whose one partition is many times what one sandboxed call may
+/// take: the engine cuts record-wise calls (and a reduce's) into pieces.
+#[test]
+fn a_partition_bigger_than_one_call_is_cut_into_pieces_with_the_same_output() {
+    const BIG: &str = r#"
+name = "big-partition"
+interval = "1s"
+partitions = 1
+[plugins]
+wc = "WORDCOUNT"
+grep = "GREP"
+[sources.a]
+kind = "tcp"
+addr = "127.0.0.1:1"
+[streams.words]
+from = "a"
+flat_map = "wc/split"
+[streams.counts]
+from = "words"
+reduce_by_key = "wc/sum"
+[streams.hits]
+from = "a"
+filter = "grep/grep"
+params = { pattern = "needle" }
+"#;
+    let limits = Limits {
+        memory: 4 << 20,
+        ..Limits::default()
+    };
+    let runtime = Runtime::new(limits.clone()).unwrap();
+    let text = BIG
+        .replace("WORDCOUNT", dstream_artifacts::WORDCOUNT)
+        .replace("GREP", dstream_artifacts::GREP);
+    let file = JobFile::parse(&text).unwrap();
+    let loaded: BTreeMap<_, _> = file
+        .plugins()
+        .map(|(name, loc)| {
+            let p = plugins::load(&runtime, name, loc, Path::new(".")).unwrap();
+            (name.to_string(), p)
+        })
+        .collect();
+    let job = file.resolve(&plugins::infos(&loaded)).unwrap();
+    let engine = Engine::new(job, loaded, 2).unwrap();
+    // 6 MB of lines in one partition: 12 times a call's 512 KiB, and more
+    // than the whole 4 MiB sandbox.
+    let mut rng = SplitMix64::new(7);
+    let lines: Vec<String> = (0..100_000)
+        .map(|_| {
+            (0..12)
+                .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let input = lines_batch(&lines);
+    assert!(input.byte_len() > 10 * limits.call_input());
+    let a = engine.job().node_by_name("a").unwrap();
+    let stats = engine
+        .run_batch(1, BTreeMap::from([(a, input)]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts(&engine, "counts", 1), count_words(&lines));
+    let hits: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("needle"))
+        .cloned()
+        .collect();
+    assert_eq!(values(&engine, "hits", 1), hits);
+    // At least 12 pieces for each of the two operators.
+    assert!(stats.wasm_calls >= 24, "{stats:?}");
+}

@@ -175,6 +175,11 @@ impl Plugin {
         &self.name
     }
 
+    /// The limits its calls run under.
+    pub fn limits(&self) -> &crate::Limits {
+        self.runtime.limits()
+    }
+
     /// What the plugin said about itself at load.
     pub fn info(&self) -> &PluginInfo {
         &self.info

@@ -38,6 +38,16 @@ pub struct Limits {
     pub keep_resident: usize,
 }
 
+impl Limits {
+    /// The largest input (bytes of records) the engine should hand one call:
+    /// an eighth of the memory limit (room for the input, its output and
+    /// the operator's own data), and no more than a quarter of what stays
+    /// resident (bigger calls fault their pages in anew every time).
+    pub fn call_input(&self) -> usize {
+        (self.memory / 8).min(self.keep_resident / 4).max(64 << 10)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
