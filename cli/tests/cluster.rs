@@ -170,3 +170,69 @@ fn received_lines_are_counted_once_and_copied_to_a_second_worker() {
     }
     feeder.join().unwrap();
 }
+
+/// POSTs `body` to the http source at `addr` once it listens (retrying a
+/// refused connection until `patience` runs out); the status line and body.
+fn post_when_listening(addr: std::net::SocketAddr, body: &str, patience: Duration) -> String {
+    use std::io::{Read, Write};
+    let until = Instant::now() + patience;
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(mut s) => {
+                write!(
+                    s,
+                    "POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).unwrap();
+                return answer;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < until,
+                    "the http source never listened: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn posted_lines_are_answered_once_stored_and_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3);
+    // A free port for the source (all workers share this host).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut text = String::new();
+    for i in 0..300u64 {
+        text.push_str(&format!("p{} q{}\n", i % 7, i % 3));
+    }
+    let poster =
+        std::thread::spawn(move || post_when_listening(addr, &text, Duration::from_secs(30)));
+    let body = format!(
+        "[plugins]\nwc = \"{}\"\n[sources.posted]\nkind = \"http\"\nlisten = \"{addr}\"\n[streams.words]\nfrom = \"posted\"\nflat_map = \"wc/split\"\n[streams.counts]\nfrom = \"words\"\nreduce_by_key = \"sum\"\n",
+        dstream_artifacts::WORDCOUNT
+    );
+    let job = job_file(dir.path(), "http", &body, "out");
+    cluster.submit_and_wait(&job, 25);
+    // Answered 200 (not 202): the worker confirmed the lines once it had
+    // stored them and copied them to a second worker.
+    let answer = poster.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("accepted 300 records\n"), "{answer}");
+    // And every posted word was counted once.
+    let mut total = 0u64;
+    for (_, bytes) in files(&dir.path().join("out")) {
+        for line in String::from_utf8(bytes).unwrap().lines() {
+            let (_, n) = line.rsplit_once('\t').unwrap();
+            total += n.parse::<u64>().unwrap();
+        }
+    }
+    assert_eq!(total, 600);
+}

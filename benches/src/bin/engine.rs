@@ -39,16 +39,11 @@ const IN_A_ROW: usize = 30;
 const THREADS: usize = 2;
 const PATTERN: &str = "kaka";
 
-/// Partitions per batch: one per thread at 100 ms; at 1 s, 4 per thread, so
-/// that a partition of a fast job stays well under the sandbox's 512 MiB
-/// memory limit per call (one 7.6M-record grep partition needs 766 MB and
-/// is stopped by it).
-fn partitions(interval_ms: u64) -> usize {
-    if interval_ms >= 1000 {
-        4 * THREADS
-    } else {
-        THREADS
-    }
+/// Partitions per batch: one per thread. (A big partition is cut into
+/// pieces of at most `Limits::call_input()` bytes per Wasm call by the engine,
+/// so it stays under the sandbox's memory limit.)
+fn partitions(_interval_ms: u64) -> usize {
+    THREADS
 }
 
 fn wordcount_job(interval_ms: u64, rate: u64) -> String {

@@ -45,6 +45,36 @@ fn base() -> &'static Path {
 // ---------------------------------------------------------------- inbox
 
 #[test]
+fn inbox_tickets_are_answered_once_confirmed() {
+    let inbox = Inbox::new(10);
+    let a = inbox.try_push_lines(b"a\nb\n").unwrap();
+    inbox.push_lines(b"c\n");
+    let (taken, ticket) = inbox.take_unconfirmed();
+    assert_eq!(values(&taken), ["a", "b", "c"]);
+    let d = inbox.try_push_lines(b"d\n").unwrap();
+    assert!(!inbox.wait_confirmed(a.ticket, Duration::from_millis(20)));
+    let waiter = {
+        let inbox = inbox.clone();
+        std::thread::spawn(move || inbox.wait_confirmed(a.ticket, Duration::from_secs(30)))
+    };
+    inbox.confirm(ticket);
+    assert!(waiter.join().unwrap());
+    // Confirming the cut of a, b, c says nothing of d, pushed after it.
+    assert!(!inbox.wait_confirmed(d.ticket, Duration::from_millis(20)));
+    assert_eq!(values(&inbox.take()), ["d"]);
+    assert!(inbox.wait_confirmed(d.ticket, Duration::ZERO));
+    // Closing wakes a waiter with a no.
+    let e = inbox.try_push_lines(b"e\n").unwrap();
+    let waiter = {
+        let inbox = inbox.clone();
+        std::thread::spawn(move || inbox.wait_confirmed(e.ticket, Duration::from_secs(30)))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    inbox.close();
+    assert!(!waiter.join().unwrap());
+}
+
+#[test]
 fn inbox_capacity_and_take() {
     let inbox = Inbox::new(3);
     assert_eq!(inbox.capacity(), 3);
@@ -53,17 +83,20 @@ fn inbox_capacity_and_take() {
     assert_eq!(inbox.try_push_lines(b"d\n"), Err(Full));
     assert_eq!(inbox.len(), 3, "a refused push pushes nothing");
     // A text with no line fits anywhere.
-    assert_eq!(inbox.try_push_lines(b"\n\r\n"), Ok(0));
+    assert_eq!(inbox.try_push_lines(b"\n\r\n").map(|a| a.records), Ok(0));
     assert_eq!(values(&inbox.take()), ["a", "b", "c"]);
     assert!(inbox.is_empty());
     assert_eq!(values(&inbox.take()), Vec::<String>::new());
 
-    assert_eq!(inbox.try_push_lines(b"d\ne\n"), Ok(2));
+    assert_eq!(inbox.try_push_lines(b"d\ne\n").map(|a| a.records), Ok(2));
     assert_eq!(inbox.try_push_lines(b"f\ng\n"), Err(Full));
-    assert_eq!(inbox.try_push_lines(b"f"), Ok(1));
+    assert_eq!(inbox.try_push_lines(b"f").map(|a| a.records), Ok(1));
     assert_eq!(values(&inbox.take()), ["d", "e", "f"]);
     // More lines than the whole capacity still go into an empty inbox.
-    assert_eq!(inbox.try_push_lines(b"1\n2\n3\n4\n"), Ok(4));
+    assert_eq!(
+        inbox.try_push_lines(b"1\n2\n3\n4\n").map(|a| a.records),
+        Ok(4)
+    );
     inbox.take();
 
     // push_lines waits while full, and goes on once a batch takes.
@@ -333,19 +366,25 @@ fn http_ingest() {
     .unwrap();
     let url = format!("http://{}", receiver.local_addr().unwrap());
     let agent = agent();
+    // A POST on its own thread: its answer waits for the lines to be taken.
+    let post = |path: &str, body: &'static str| {
+        let (agent, url) = (agent.clone(), format!("{url}{path}"));
+        std::thread::spawn(move || {
+            let mut r = agent.post(url).send(body).unwrap();
+            (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+        })
+    };
 
-    let mut r = agent
-        .post(format!("{url}/ingest"))
-        .send("a\r\n\nb\n")
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.body_mut().read_to_string().unwrap(),
-        "accepted 2 records\n"
-    );
+    let first = post("/ingest", "a\r\n\nb\n");
+    let t = Instant::now();
+    while inbox.len() < 2 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(inbox.len(), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!first.is_finished(), "answered before the lines were taken");
 
-    // Full: refused whole, with Retry-After.
+    // Full: refused whole, at once, with Retry-After.
     let mut r = agent.post(&url).send("c\nd\n").unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers().get("retry-after").unwrap(), "1");
@@ -362,12 +401,16 @@ fn http_ingest() {
     assert_eq!(r.status(), 404);
 
     assert_eq!(values(&inbox.take()), ["a", "b"]);
-    let mut r = agent.post(&url).send("c\nd\n").unwrap();
-    assert_eq!(
-        r.body_mut().read_to_string().unwrap(),
-        "accepted 2 records\n"
-    );
-    assert_eq!(values(&inbox.take()), ["c", "d"]);
+    assert_eq!(first.join().unwrap(), (200, "accepted 2 records\n".into()));
+
+    // Taken but never confirmed (a cluster worker cut it and died before
+    // copying it): when the receiver stops, the answer says so.
+    let second = post("", "c\nd\n");
+    while inbox.len() < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (cut, _ticket) = inbox.take_unconfirmed();
+    assert_eq!(values(&cut), ["c", "d"]);
 
     let t = Instant::now();
     receiver.stop();
@@ -375,6 +418,10 @@ fn http_ingest() {
         t.elapsed() < Duration::from_secs(1),
         "stop took {:?}",
         t.elapsed()
+    );
+    assert_eq!(
+        second.join().unwrap(),
+        (202, "accepted 2 records; not yet confirmed stored\n".into())
     );
     // New connections are refused (a fresh agent: tiny_http keeps serving
     // connections kept alive from before, into a queue nobody reads).

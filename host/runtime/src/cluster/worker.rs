@@ -502,7 +502,13 @@ impl Node {
             .expect("receivers lock")
             .get(&source)
             .map(|(i, _)| i.clone());
-        let input = inbox.map(|i| i.take()).unwrap_or_default();
+        let (input, ticket) = match &inbox {
+            Some(i) => {
+                let (input, ticket) = i.take_unconfirmed();
+                (input, Some(ticket))
+            }
+            None => (Batch::new(), None),
+        };
         let records = input.len() as u64;
         let parts = chunks(&input, run.job.partitions);
         let mut blocks = Vec::with_capacity(parts.len());
@@ -541,6 +547,11 @@ impl Node {
                     tracing::warn!(job, batch, replica = r.worker, error = %e, "input not copied");
                 }
             }
+        }
+        // Stored here and (if a second worker took it) there: the senders
+        // of these lines are answered.
+        if let (Some(inbox), Some(ticket)) = (inbox, ticket) {
+            inbox.confirm(ticket);
         }
         Ok(Message::InputCut {
             blocks,

@@ -16,6 +16,8 @@ const BODY_LIMIT: usize = 64 << 20;
 const RECV_POLL: Duration = Duration::from_millis(50);
 /// How long stopping waits for requests being handled.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long an answer waits for its lines to be confirmed kept.
+const CONFIRM_WAIT: Duration = Duration::from_secs(30);
 
 /// Binds the endpoint.
 pub(super) fn bind(addr: &str) -> Result<Server, String> {
@@ -95,9 +97,28 @@ fn receive(
         return text(503, "stopping\n");
     }
     match inbox.try_push_lines(&body) {
-        Ok(n) => {
+        Ok(taken) => {
+            let n = taken.records;
             tracing::debug!(source = name, records = n, "http body taken");
-            text(200, format!("accepted {n} records\n"))
+            // Answer once the lines are part of a batch's input (stored, and
+            // in a cluster copied to a second worker), not merely queued.
+            let until = std::time::Instant::now() + CONFIRM_WAIT;
+            let confirmed = loop {
+                if inbox.wait_confirmed(taken.ticket, RECV_POLL) {
+                    break true;
+                }
+                if stop.load(Ordering::Relaxed) || std::time::Instant::now() >= until {
+                    break false;
+                }
+            };
+            if confirmed {
+                text(200, format!("accepted {n} records\n"))
+            } else {
+                text(
+                    202,
+                    format!("accepted {n} records; not yet confirmed stored\n"),
+                )
+            }
         }
         Err(full) => {
             text(503, format!("{full}; retry later\n")).with_header(header("Retry-After", "1"))

@@ -19,9 +19,12 @@
 //!   complete: such names are never read. Files already in the directory when
 //!   the receiver starts are ignored (like Spark's `textFileStream`, which only
 //!   takes new files).
-//! - `http`: an ingest endpoint; `POST` (any path) a body of lines, answered
-//!   `200 accepted N records`, or `503` with `Retry-After: 1` (nothing taken)
-//!   while the inbox is full; `GET /health` answers `ok`.
+//! - `http`: an ingest endpoint; `POST` (any path) a body of lines. The
+//!   answer waits until the lines are part of a batch's input (in a cluster:
+//!   stored on the receiver's worker and copied to a second one), then is
+//!   `200 accepted N records`; `202` if that took longer than 30 s (taken,
+//!   not yet confirmed); `503` with `Retry-After: 1` (nothing taken) while
+//!   the inbox is full. `GET /health` answers `ok`.
 //!
 //! Generator sources are not received: the engine computes their records from
 //! the batch number, so [`start`] refuses them.
@@ -32,8 +35,8 @@ mod tcp;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -58,8 +61,27 @@ const FULL_WAIT: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 pub struct Inbox {
     batch: Mutex<Batch>,
+    /// Records ever pushed (changed under the `batch` lock).
+    pushed: AtomicU64,
+    /// Records ever taken and confirmed kept (see [`Inbox::confirm`]).
+    confirmed: Mutex<u64>,
+    confirmed_changed: Condvar,
     capacity: usize,
     closed: AtomicBool,
+}
+
+/// Where a push ended in the inbox's sequence of records: it is kept once
+/// [`Inbox::confirm`] has been called with a ticket at least as far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+/// Lines taken by [`Inbox::try_push_lines`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// How many records.
+    pub records: usize,
+    /// To wait for with [`Inbox::wait_confirmed`].
+    pub ticket: Ticket,
 }
 
 /// The inbox has no room for the records (nothing was pushed).
@@ -80,6 +102,9 @@ impl Inbox {
     pub fn new(capacity_records: usize) -> Arc<Inbox> {
         Arc::new(Inbox {
             batch: Mutex::new(Batch::new()),
+            pushed: AtomicU64::new(0),
+            confirmed: Mutex::new(0),
+            confirmed_changed: Condvar::new(),
             capacity: capacity_records.max(1),
             closed: AtomicBool::new(false),
         })
@@ -112,6 +137,7 @@ impl Inbox {
             while batch.len() < self.capacity || stopping {
                 let Some(line) = lines.next() else { break };
                 batch.push(b"", line);
+                self.pushed.fetch_add(1, Ordering::Relaxed);
                 pushed += 1;
             }
             drop(batch);
@@ -126,7 +152,7 @@ impl Inbox {
     /// they all fit, without waiting; otherwise pushes nothing and returns
     /// [`Full`]. A text of more lines than the whole capacity is taken when
     /// the inbox is empty, so that it is not refused forever.
-    pub fn try_push_lines(&self, text: &[u8]) -> Result<usize, Full> {
+    pub fn try_push_lines(&self, text: &[u8]) -> Result<Accepted, Full> {
         let n = lines(text).count();
         let mut batch = self.lock();
         if n > 0 && batch.len() + n > self.capacity && !batch.is_empty() {
@@ -135,13 +161,55 @@ impl Inbox {
         for line in lines(text) {
             batch.push(b"", line);
         }
-        Ok(n)
+        let end = self.pushed.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        Ok(Accepted {
+            records: n,
+            ticket: Ticket(end),
+        })
     }
 
     /// Takes everything received so far (the next batch's input), leaving the
-    /// inbox empty.
+    /// inbox empty, and confirms it at once (in one process, a batch's input
+    /// is as safe as it gets once taken).
     pub fn take(&self) -> Batch {
-        std::mem::take(&mut *self.lock())
+        let (batch, ticket) = self.take_unconfirmed();
+        self.confirm(ticket);
+        batch
+    }
+
+    /// Takes everything received so far, to be [confirmed](Inbox::confirm)
+    /// with the ticket once it is kept (stored and copied).
+    pub fn take_unconfirmed(&self) -> (Batch, Ticket) {
+        let mut batch = self.lock();
+        let ticket = Ticket(self.pushed.load(Ordering::Relaxed));
+        (std::mem::take(&mut *batch), ticket)
+    }
+
+    /// Says that every record up to `ticket` is kept: pushers waiting for it
+    /// are answered.
+    pub fn confirm(&self, ticket: Ticket) {
+        let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        *confirmed = (*confirmed).max(ticket.0);
+        self.confirmed_changed.notify_all();
+    }
+
+    /// Waits until the records up to `ticket` are confirmed kept, at most
+    /// `timeout`, or until the inbox is closed; true if they are.
+    pub fn wait_confirmed(&self, ticket: Ticket, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        while *confirmed < ticket.0 && !self.closed.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            confirmed = self
+                .confirmed_changed
+                .wait_timeout(confirmed, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *confirmed >= ticket.0
     }
 
     /// Number of records waiting.
@@ -159,6 +227,9 @@ impl Inbox {
     /// wait forever on a full inbox nobody takes any more.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        // Waiters for a confirmation stop waiting.
+        let _confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        self.confirmed_changed.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, Batch> {
