@@ -202,12 +202,16 @@ impl Batch {
 }
 
 /// A stage's tasks and the times of those finished (sorted), with their
-/// median once half of the stage has finished.
+/// median once half of the stage has finished; and its tasks running as a
+/// single attempt, by start, the oldest first: the candidates for a
+/// speculative copy, kept in order so that finding the next straggler never
+/// scans every running task.
 #[derive(Debug, Default)]
 struct StageTimes {
     size: usize,
     done: Vec<Duration>,
     median: Option<Duration>,
+    watch: BTreeSet<(Instant, BlockId)>,
 }
 
 impl StageTimes {
@@ -226,6 +230,8 @@ impl StageTimes {
 struct Run {
     task: Task,
     attempts: Vec<(WorkerId, Instant)>,
+    /// Its entry in its stage's watch list, if any.
+    watched: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -251,6 +257,68 @@ struct Batch {
     /// Every task of the batch by output: its lineage, to recompute a block
     /// lost with a worker.
     tasks: HashMap<BlockId, Task>,
+}
+
+impl Batch {
+    /// Puts `block`'s run in its stage's watch list while it runs as a
+    /// single attempt, and takes it out otherwise.
+    fn rewatch(&mut self, block: BlockId) {
+        let Some(&stage) = self.stage_of.get(&block) else {
+            return;
+        };
+        let watch = &mut self.stages[stage].watch;
+        let Some(run) = self.running.get_mut(&block) else {
+            return;
+        };
+        if let Some(t) = run.watched.take() {
+            watch.remove(&(t, block));
+        }
+        if let [(_, start)] = run.attempts[..] {
+            watch.insert((start, block));
+            run.watched = Some(start);
+        }
+    }
+
+    /// Takes `run` (of `block`, no longer running) out of the watch lists.
+    fn unwatch(&mut self, block: BlockId, run: &Run) {
+        if let (Some(&stage), Some(t)) = (self.stage_of.get(&block), run.watched) {
+            self.stages[stage].watch.remove(&(t, block));
+        }
+    }
+
+    /// Whether the watch lists hold exactly the single attempts of staged
+    /// tasks (a check for debug builds: a full scan).
+    fn watch_is_in_step(&self) -> bool {
+        let expected: BTreeSet<(usize, Instant, BlockId)> = self
+            .running
+            .iter()
+            .filter_map(|(block, run)| match run.attempts[..] {
+                [(_, start)] => Some((*self.stage_of.get(block)?, start, *block)),
+                _ => None,
+            })
+            .collect();
+        let actual: BTreeSet<(usize, Instant, BlockId)> = self
+            .stages
+            .iter()
+            .enumerate()
+            .flat_map(|(i, st)| st.watch.iter().map(move |(t, b)| (i, *t, *b)))
+            .collect();
+        expected == actual
+    }
+
+    /// Builds every watch list again (after a worker's attempts went away).
+    fn rewatch_all(&mut self) {
+        for st in &mut self.stages {
+            st.watch.clear();
+        }
+        let blocks: Vec<BlockId> = self.running.keys().copied().collect();
+        for block in blocks {
+            if let Some(run) = self.running.get_mut(&block) {
+                run.watched = None;
+            }
+            self.rewatch(block);
+        }
+    }
 }
 
 /// Counters, for tests and benchmarks.
@@ -584,6 +652,7 @@ impl Coordinator {
             return;
         }
         let run = b.running.remove(&block).expect("present");
+        b.unwatch(block, &run);
         for (w, _) in run.attempts.iter().filter(|(w, _)| *w != worker) {
             b.losers.insert((*w, block));
             self.commands
@@ -621,8 +690,11 @@ impl Coordinator {
             run.attempts.retain(|(w, _)| *w != worker);
             if run.attempts.is_empty() {
                 let run = b.running.remove(&block).expect("present");
+                b.unwatch(block, &run);
                 self.stats.tasks_retried += 1;
                 self.enqueue(&mut b, run.task);
+            } else {
+                b.rewatch(block);
             }
         }
         self.current = Some(b);
@@ -735,11 +807,17 @@ impl Coordinator {
             None => Some(self.due(self.next_batch)),
             Some(b) => {
                 let wake = b.pending.iter().filter_map(|p| p.wake).min();
+                // The oldest single attempt of each stage not yet looked at.
                 let straggler = b
-                    .running
+                    .stages
                     .iter()
-                    .filter_map(|(id, r)| self.straggler_at(b, id, r))
-                    .filter(|t| *t > self.last_pass)
+                    .filter_map(|st| {
+                        let after = self.straggler_after(st)?;
+                        st.watch
+                            .iter()
+                            .map(|(start, _)| *start + after)
+                            .find(|t| *t > self.last_pass)
+                    })
                     .min();
                 match (wake, straggler) {
                     (Some(a), Some(c)) => Some(a.min(c)),
@@ -791,6 +869,7 @@ impl Coordinator {
             .extract_if(|_, r| r.attempts.is_empty())
             .map(|(_, r)| r.task)
             .collect();
+        b.rewatch_all();
         let gone: Vec<BlockId> = b
             .outputs
             .iter()
@@ -974,30 +1053,18 @@ impl Coordinator {
                 still.push(p);
                 continue;
             }
-            if p.task
-                .inputs
-                .iter()
-                .any(|i| self.blocks.get(&i.block).is_none_or(|(h, _)| h.is_empty()))
-            {
-                // An input went away since it became ready: queue it again
-                // (it waits for the input, rebuilt from lineage).
-                requeue.push(p.task);
-                continue;
-            }
             let since = *p.ready_since.get_or_insert(now);
             p.wake = None;
             match self.place(&mut p, now.saturating_duration_since(since)) {
-                Some(_)
-                    if p.task
-                        .inputs
-                        .iter()
-                        .any(|i| self.blocks.get(&i.block).is_none_or(|(h, _)| h.is_empty())) =>
-                {
-                    // An input went away since it became ready: queue it
-                    // again (it waits for the input, rebuilt from lineage).
-                    requeue.push(p.task);
-                }
                 Some((worker, local)) => {
+                    let sources = self.sources(&p.task);
+                    if sources.iter().any(|(_, h)| h.is_empty()) {
+                        // An input went away since it became ready: queue
+                        // it again (it waits for the input, rebuilt from
+                        // lineage).
+                        requeue.push(p.task);
+                        continue;
+                    }
                     let w = self
                         .workers
                         .get_mut(&worker)
@@ -1006,14 +1073,15 @@ impl Coordinator {
                     free -= 1;
                     self.stats.tasks_scheduled += 1;
                     self.stats.tasks_local += u64::from(local);
-                    let sources = self.sources(&p.task);
                     b.running.insert(
                         p.task.output,
                         Run {
                             task: p.task.clone(),
                             attempts: vec![(worker, now)],
+                            watched: None,
                         },
                     );
+                    b.rewatch(p.task.output);
                     self.commands.push_back(Command::RunTask {
                         worker,
                         task: p.task,
@@ -1046,17 +1114,12 @@ impl Coordinator {
         }
     }
 
-    /// When a running task of `b` becomes a straggler: its stage's median
-    /// finished time times the speculation factor after it started; `None`
-    /// while fewer than half of its stage has finished, or for a task
-    /// already copied.
-    fn straggler_at(&self, b: &Batch, block: &BlockId, run: &Run) -> Option<Instant> {
+    /// How long a task of stage `st` runs before it gets a copy: a multiple
+    /// of the stage's median (once half of it finished), at least
+    /// `speculation_min`; `None` without speculation or a median.
+    fn straggler_after(&self, st: &StageTimes) -> Option<Duration> {
         let factor = self.config.speculation?;
-        if run.attempts.len() != 1 {
-            return None;
-        }
-        let median = b.stages[*b.stage_of.get(block)?].median?;
-        Some(run.attempts[0].1 + median.mul_f64(factor).max(self.config.speculation_min))
+        Some(st.median?.mul_f64(factor).max(self.config.speculation_min))
     }
 
     /// Each input of `task` with the workers holding it (none when lost).
@@ -1073,11 +1136,17 @@ impl Coordinator {
     /// Launches a copy of every straggler on another worker with a free
     /// slot (the least loaded).
     fn speculate(&mut self, b: &mut Batch, now: Instant) {
+        debug_assert!(b.watch_is_in_step(), "the straggler watch lists drifted");
         let due: Vec<BlockId> = b
-            .running
+            .stages
             .iter()
-            .filter(|(id, r)| self.straggler_at(b, id, r).is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
+            .filter_map(|st| Some((st, self.straggler_after(st)?)))
+            .flat_map(|(st, after)| {
+                st.watch
+                    .iter()
+                    .take_while(move |(start, _)| *start + after <= now)
+                    .map(|(_, block)| *block)
+            })
             .collect();
         for block in due {
             let first = b.running[&block].attempts[0].0;
@@ -1096,11 +1165,13 @@ impl Coordinator {
                 continue;
             }
             run.attempts.push((worker, now));
+            let task = run.task.clone();
+            b.rewatch(block);
             self.workers.get_mut(&worker).expect("live").running += 1;
             self.stats.tasks_speculated += 1;
             self.commands.push_back(Command::RunTask {
                 worker,
-                task: run.task.clone(),
+                task,
                 sources,
             });
         }
