@@ -71,12 +71,18 @@ pub(crate) fn load_job(runtime: &Runtime, spec: &JobSpec) -> Result<LoadedJob, E
     Ok(LoadedJob { job, plugins })
 }
 
+/// A peer's connection, opened on first use; its lock is held while
+/// connecting, so that concurrent requests to one peer share one handshake.
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
 /// Connections to peers by address, opened on first use and again when
-/// one has closed.
+/// one has closed. Each peer has its own slot: connecting to a peer that
+/// does not answer (a dead worker, until the handshake times out) holds up
+/// requests to that peer only.
 #[derive(Debug, Clone)]
 pub(crate) struct Peers {
     ep: quinn::Endpoint,
-    conns: Arc<tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>>,
+    conns: Arc<std::sync::Mutex<HashMap<SocketAddr, Slot>>>,
 }
 
 impl Peers {
@@ -88,15 +94,22 @@ impl Peers {
     }
 
     async fn conn(&self, addr: SocketAddr, fresh: bool) -> Result<quinn::Connection, Error> {
-        let mut conns = self.conns.lock().await;
+        let slot: Slot = self
+            .conns
+            .lock()
+            .expect("peers lock")
+            .entry(addr)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
         if !fresh
-            && let Some(c) = conns.get(&addr)
+            && let Some(c) = slot.as_ref()
             && c.close_reason().is_none()
         {
             return Ok(c.clone());
         }
         let c = net::connect(&self.ep, addr).await?;
-        conns.insert(addr, c.clone());
+        *slot = Some(c.clone());
         Ok(c)
     }
 
