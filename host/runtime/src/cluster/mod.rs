@@ -167,3 +167,42 @@ impl Peers {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::tls;
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_answer_holds_up_only_requests_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::init(dir.path(), 2).unwrap();
+        // A live peer answering every request with what it got.
+        let id = tls::Identity::load(dir.path(), "worker-1").unwrap();
+        let ep = net::server("127.0.0.1:0".parse().unwrap(), &id).unwrap();
+        let live = ep.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Some(Ok(c)) = net::accept(&ep).await {
+                tokio::spawn(net::serve(c, |m| async move { m }));
+            }
+        });
+        // A silent one: a socket nobody reads, so the handshake waits for
+        // the idle timeout.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let silent_addr = silent.local_addr().unwrap().to_string();
+        let me = tls::Identity::load(dir.path(), "worker-2").unwrap();
+        let peers = Peers::new(net::client(&me).unwrap());
+        let stuck = {
+            let peers = peers.clone();
+            tokio::spawn(async move { peers.request(&silent_addr, &Message::Ack).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let answer = peers.request(&live, &Message::Ack).await.unwrap();
+        assert!(matches!(answer, Message::Ack), "{answer:?}");
+        assert!(
+            !stuck.is_finished(),
+            "the live peer's answer waited for the silent one"
+        );
+        assert!(stuck.await.unwrap().is_err());
+    }
+}
