@@ -194,7 +194,6 @@ impl Batch {
             running: HashMap::default(),
             stage_of: HashMap::default(),
             stages: Vec::new(),
-            losers: BTreeSet::new(),
             outputs: BTreeSet::new(),
             tasks: HashMap::default(),
         }
@@ -250,9 +249,6 @@ struct Batch {
     stage_of: HashMap<BlockId, usize>,
     /// Per stage: tasks in it, and the times of those finished.
     stages: Vec<StageTimes>,
-    /// Attempts that lost to another copy of their task: their results are
-    /// dropped when they come.
-    losers: BTreeSet<(WorkerId, BlockId)>,
     outputs: BTreeSet<BlockId>,
     /// Every task of the batch by output: its lineage, to recompute a block
     /// lost with a worker.
@@ -370,6 +366,9 @@ pub struct Coordinator {
     /// The time of the last scheduling pass (stragglers due before it and
     /// not copied then wait for the next event).
     last_pass: Instant,
+    /// Attempts that lost to another copy of their task, until they answer:
+    /// an output they report is dropped, in their batch or after it.
+    losers: BTreeSet<(WorkerId, BlockId)>,
 }
 
 impl Coordinator {
@@ -395,6 +394,7 @@ impl Coordinator {
                 .collect(),
             recover: BTreeSet::new(),
             last_pass: now,
+            losers: BTreeSet::new(),
             checkpoint: None,
             ckpt_held: BTreeMap::new(),
             job,
@@ -632,6 +632,16 @@ impl Coordinator {
             w.running = w.running.saturating_sub(1);
             w.last_seen = now;
         }
+        // A late answer of a copy that lost (in this batch or an earlier
+        // one): the first result won, this output is dropped.
+        if self.losers.remove(&(worker, block)) {
+            self.stats.late_results += 1;
+            self.commands.push_back(Command::Drop {
+                worker,
+                blocks: vec![block],
+            });
+            return;
+        }
         let Some(b) = self.current.as_mut() else {
             return;
         };
@@ -640,21 +650,13 @@ impl Coordinator {
             .get(&block)
             .is_some_and(|r| r.attempts.iter().any(|(w, _)| *w == worker));
         if !won {
-            // A late or duplicate answer: the first result won. A copy that
-            // lost has its output dropped.
-            if b.losers.remove(&(worker, block)) {
-                self.stats.late_results += 1;
-                self.commands.push_back(Command::Drop {
-                    worker,
-                    blocks: vec![block],
-                });
-            }
+            // A duplicate answer.
             return;
         }
         let run = b.running.remove(&block).expect("present");
         b.unwatch(block, &run);
         for (w, _) in run.attempts.iter().filter(|(w, _)| *w != worker) {
-            b.losers.insert((*w, block));
+            self.losers.insert((*w, block));
             self.commands
                 .push_back(Command::Cancel { worker: *w, block });
         }
@@ -680,6 +682,10 @@ impl Coordinator {
     pub fn handle_task_retry(&mut self, worker: WorkerId, block: BlockId, now: Instant) {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.running = w.running.saturating_sub(1);
+        }
+        // A copy that lost and stopped (cancelled): nothing to drop.
+        if self.losers.remove(&(worker, block)) {
+            return;
         }
         let Some(mut b) = self.current.take() else {
             return;
@@ -851,6 +857,7 @@ impl Coordinator {
         for (holders, _) in self.blocks.values_mut() {
             holders.retain(|w| *w != id);
         }
+        self.losers.retain(|(w, _)| *w != id);
         // Its running tasks go back to the queue, and so do the tasks of
         // this batch whose output only it held: they are computed again
         // from their lineage (their inputs, recomputed the same way when
@@ -863,7 +870,6 @@ impl Coordinator {
         for r in b.running.values_mut() {
             r.attempts.retain(|(w, _)| *w != id);
         }
-        b.losers.retain(|(w, _)| *w != id);
         let mut again: Vec<Task> = b
             .running
             .extract_if(|_, r| r.attempts.is_empty())
@@ -1011,7 +1017,6 @@ impl Coordinator {
             let mut b = Batch {
                 stage_of,
                 stages,
-                losers: BTreeSet::new(),
                 number,
                 started: now,
                 delay: now - self.due(number),
@@ -1082,6 +1087,9 @@ impl Coordinator {
                         },
                     );
                     b.rewatch(p.task.output);
+                    // A copy of it that lost here earlier and never answered
+                    // is forgotten: the answer to come is this attempt's.
+                    self.losers.remove(&(worker, p.task.output));
                     self.commands.push_back(Command::RunTask {
                         worker,
                         task: p.task,
@@ -1169,6 +1177,7 @@ impl Coordinator {
             b.rewatch(block);
             self.workers.get_mut(&worker).expect("live").running += 1;
             self.stats.tasks_speculated += 1;
+            self.losers.remove(&(worker, block));
             self.commands.push_back(Command::RunTask {
                 worker,
                 task,
