@@ -29,6 +29,7 @@ pub(crate) fn build(a: BuildArgs) -> anyhow::Result<()> {
         target_dir: None,
         out_dir,
         quiet: false,
+        target: None,
     })
     .with_context(|| format!("building {}", manifest.display()))?;
     // Load what was built: a plugin that builds but does not validate is

@@ -105,12 +105,14 @@ pub(crate) fn load_job(
         };
         let (component, bytes) =
             plugins::component(name, location, &base_dir).map_err(plugin_err)?;
-        let p = runtime.load(name, &bytes).map_err(|e| {
-            anyhow!(
-                "{shown}:{}",
-                file.plugin_error(name, format!("{}: {e}", component.display()))
-            )
-        })?;
+        let p = runtime
+            .load_with(name, &bytes, file.plugin_wasi(name))
+            .map_err(|e| {
+                anyhow!(
+                    "{shown}:{}",
+                    file.plugin_error(name, format!("{}: {e}", component.display()))
+                )
+            })?;
         loaded.insert(name.to_string(), p);
         components.push((name.to_string(), bytes));
     }

@@ -15,6 +15,9 @@ const GUESTS: &[&str] = &[
     "layout-probe",
 ];
 
+/// Plugin crates built for wasm32-wasip2 (they import WASI through std).
+const WASI_GUESTS: &[&str] = &["wasi-probe"];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.join("../..");
@@ -22,7 +25,7 @@ fn main() {
     // The guests get a target directory of their own inside the workspace
     // target directory: a nested cargo on the same one would wait for the
     // lock held by the outer build.
-    let target = target_dir(&out_dir).join("guests");
+    let guests_dir = target_dir(&out_dir).join("guests");
     for dir in [
         "sdk",
         "wit",
@@ -32,14 +35,23 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    let built = dstream_build::build(&dstream_build::BuildOptions {
-        manifest: root.join("Cargo.toml"),
-        packages: GUESTS.iter().map(|s| s.to_string()).collect(),
-        target_dir: Some(target.clone()),
-        out_dir: target.join("components"),
-        quiet: true,
-    })
-    .unwrap_or_else(|e| panic!("building the guest plugins: {e}"));
+    let mut built = Vec::new();
+    for (guests, target) in [
+        (GUESTS, dstream_build::TARGET),
+        (WASI_GUESTS, dstream_build::WASIP2),
+    ] {
+        built.extend(
+            dstream_build::build(&dstream_build::BuildOptions {
+                manifest: root.join("Cargo.toml"),
+                packages: guests.iter().map(|s| s.to_string()).collect(),
+                target_dir: Some(guests_dir.clone()),
+                out_dir: guests_dir.join("components"),
+                quiet: true,
+                target: Some(target.to_string()),
+            })
+            .unwrap_or_else(|e| panic!("building the guest plugins for {target}: {e}")),
+        );
+    }
     let mut code = String::new();
     for b in built {
         let name = b.package.to_uppercase().replace('-', "_");

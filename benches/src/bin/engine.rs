@@ -105,7 +105,8 @@ impl Bench {
         let loaded: BTreeMap<String, Plugin> = file
             .plugins()
             .map(|(n, l)| {
-                let p = plugins::load(&self.runtime, n, l, Path::new(".")).expect("plugin loads");
+                let p = plugins::load(&self.runtime, n, l, Path::new("."), file.plugin_wasi(n))
+                    .expect("plugin loads");
                 (n.to_string(), p)
             })
             .collect();

@@ -12,6 +12,10 @@ use std::process::{Command, Stdio};
 
 /// The target Rust plugins are built for.
 pub const TARGET: &str = "wasm32-unknown-unknown";
+/// The target of plugins that use WASI (through Rust's std, as components
+/// from other toolchains do): rustc makes the component itself. The host
+/// runs them only with deterministic WASI stand-ins, when the job asks.
+pub const WASIP2: &str = "wasm32-wasip2";
 
 /// Errors of building a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,8 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     /// Pass `--quiet` to cargo.
     pub quiet: bool,
+    /// The target (default: [`TARGET`]).
+    pub target: Option<String>,
 }
 
 /// Builds plugin crates for [`TARGET`] in release mode (LTO, one codegen
@@ -88,7 +94,7 @@ pub fn build(opts: &BuildOptions) -> Result<Vec<Built>, Error> {
     cmd.arg("build")
         .arg("--release")
         .arg("--target")
-        .arg(TARGET)
+        .arg(opts.target.as_deref().unwrap_or(TARGET))
         .arg("--message-format=json-render-diagnostics")
         .arg("--manifest-path")
         .arg(&opts.manifest);
@@ -172,6 +178,11 @@ pub fn build(opts: &BuildOptions) -> Result<Vec<Built>, Error> {
     Ok(built)
 }
 
+/// Whether `bytes` start like a component (rather than a core module).
+fn is_component(bytes: &[u8]) -> bool {
+    bytes.get(..8) == Some(&[0, b'a', b's', b'm', 0x0d, 0, 1, 0][..])
+}
+
 /// Makes a core module built with wit-bindgen into a component.
 pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
     wit_component::ComponentEncoder::default()
@@ -181,16 +192,21 @@ pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{e:#}"))
 }
 
-/// [`componentize`] from file to file.
+/// [`componentize`] from file to file (a file that already is a
+/// component, as rustc makes for [`WASIP2`], is copied).
 pub fn componentize_file(module: &Path, component: &Path) -> Result<(), Error> {
     let bytes = std::fs::read(module).map_err(|source| Error::Io {
         path: module.to_path_buf(),
         source,
     })?;
-    let out = componentize(&bytes).map_err(|message| Error::Componentize {
-        path: module.to_path_buf(),
-        message,
-    })?;
+    let out = if is_component(&bytes) {
+        bytes
+    } else {
+        componentize(&bytes).map_err(|message| Error::Componentize {
+            path: module.to_path_buf(),
+            message,
+        })?
+    };
     std::fs::write(component, out).map_err(|source| Error::Io {
         path: component.to_path_buf(),
         source,

@@ -290,3 +290,48 @@ fn sinks_and_sources_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn a_plugin_is_a_location_or_a_table_with_a_wasi_policy() {
+    use dstream_core::job::Wasi;
+    let job = |plugins: &str| {
+        format!(
+            "name = \"t\"\ninterval = \"1s\"\n[plugins]\n{plugins}\n[sources.s]\nkind = \"generator\"\nrate = 1\n"
+        )
+    };
+    let f = JobFile::parse(&job(
+        "a = \"a.wasm\"\nb = { path = \"b.wasm\", wasi = \"deterministic\" }\nc = { path = \"c\", wasi = \"none\" }",
+    ))
+    .unwrap();
+    let listed: Vec<(&str, &str)> = f.plugins().collect();
+    assert_eq!(listed, [("a", "a.wasm"), ("b", "b.wasm"), ("c", "c")]);
+    assert_eq!(
+        ["a", "b", "c", "undeclared"].map(|n| f.plugin_wasi(n)),
+        [
+            Wasi::Refuse,
+            Wasi::Deterministic,
+            Wasi::Refuse,
+            Wasi::Refuse
+        ]
+    );
+    for (plugins, needle) in [
+        (
+            "b = { path = \"b.wasm\", wasi = \"yes\" }",
+            "`wasi` is \"none\" (the default) or \"deterministic\"",
+        ),
+        (
+            "b = { wasi = \"deterministic\" }",
+            "a plugin table needs `path`",
+        ),
+        ("b = { path = \"b.wasm\", fuel = 3 }", "unknown key `fuel`"),
+        (
+            "b = { path = \"\" }",
+            "give a plugin crate directory or a .wasm file",
+        ),
+        ("b = 3", "a plugin is a location string or a table"),
+    ] {
+        let e = JobFile::parse(&job(plugins)).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "plugins.b"), "{e}");
+        assert!(e.message.contains(needle), "{plugins}: {e}");
+    }
+}

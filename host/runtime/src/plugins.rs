@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dstream_core::PluginInfo;
+use dstream_core::job::Wasi;
 use dstream_wasm::{Plugin, Runtime};
 
 use crate::Error;
@@ -20,18 +21,22 @@ pub fn locate(location: &str, base_dir: &Path) -> PathBuf {
 }
 
 /// Loads plugin `name` from `location` (a `.wasm` file, or a crate directory
-/// that is built first, into `target/dstream` of its workspace).
+/// that is built first, into `target/dstream` of its workspace), under the
+/// WASI policy `wasi`.
 pub fn load(
     runtime: &Runtime,
     name: &str,
     location: &str,
     base_dir: &Path,
+    wasi: Wasi,
 ) -> Result<Plugin, Error> {
     let (path, bytes) = component(name, location, base_dir)?;
-    runtime.load(name, &bytes).map_err(|e| Error::Plugin {
-        name: name.to_string(),
-        message: format!("{}: {e}", path.display()),
-    })
+    runtime
+        .load_with(name, &bytes, wasi)
+        .map_err(|e| Error::Plugin {
+            name: name.to_string(),
+            message: format!("{}: {e}", path.display()),
+        })
 }
 
 /// The component of plugin `name` at `location` (building a crate
@@ -67,6 +72,7 @@ pub fn component(name: &str, location: &str, base_dir: &Path) -> Result<(PathBuf
             target_dir: None,
             out_dir: build_dir,
             quiet: false,
+            target: None,
         })
         .map_err(|e| err(format!("building {}: {e}", manifest.display())))?;
         match built.as_slice() {

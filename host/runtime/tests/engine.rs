@@ -159,7 +159,8 @@ fn load_job() -> (Job, BTreeMap<String, dstream_wasm::Plugin>) {
     let loaded: BTreeMap<_, _> = file
         .plugins()
         .map(|(name, loc)| {
-            let p = plugins::load(&runtime, name, loc, Path::new(".")).unwrap();
+            let p =
+                plugins::load(&runtime, name, loc, Path::new("."), file.plugin_wasi(name)).unwrap();
             (name.to_string(), p)
         })
         .collect();
@@ -548,7 +549,8 @@ params = { pattern = "needle" }
     let loaded: BTreeMap<_, _> = file
         .plugins()
         .map(|(name, loc)| {
-            let p = plugins::load(&runtime, name, loc, Path::new(".")).unwrap();
+            let p =
+                plugins::load(&runtime, name, loc, Path::new("."), file.plugin_wasi(name)).unwrap();
             (name.to_string(), p)
         })
         .collect();

@@ -1,6 +1,11 @@
 //! What a plugin instance sees of the host: a log function, and limits.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -32,6 +37,94 @@ pub(crate) struct HostState {
     pub(crate) last_error: Option<String>,
     /// Set when the epoch callback stopped the call, and why.
     pub(crate) stopped: Option<Stop>,
+    /// The deterministic WASI stand-ins, for a plugin allowed them.
+    pub(crate) wasi: Option<Box<Wasi>>,
+}
+
+/// What a plugin under the deterministic WASI policy sees: a context
+/// without files, environment, arguments or network; stdio empty or
+/// discarded; clocks that do not move; seeded randomness.
+pub(crate) struct Wasi {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl Wasi {
+    /// The context of one call; `seed` seeds its randomness.
+    pub(crate) fn new(seed: u64) -> Self {
+        let ctx = WasiCtx::builder()
+            .wall_clock(Frozen)
+            .monotonic_clock(Frozen)
+            .secure_random(SplitMix(seed))
+            .insecure_random(SplitMix(seed ^ 0x5bd1_e995))
+            .insecure_random_seed(u128::from(seed) << 64 | u128::from(!seed))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            ctx,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+/// A clock frozen at its origin (wall: 1970-01-01T00:00:00Z).
+struct Frozen;
+
+impl HostWallClock for Frozen {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for Frozen {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// SplitMix64: a small seeded generator, the same bytes on every host.
+struct SplitMix(u64);
+
+impl rand_core::TryRng for SplitMix {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok((self.try_next_u64()? >> 32) as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Ok(z ^ (z >> 31))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.try_next_u64()?.to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let w = self
+            .wasi
+            .as_mut()
+            .expect("only plugins allowed WASI import it, and their calls get a context");
+        WasiCtxView {
+            ctx: &mut w.ctx,
+            table: &mut w.table,
+        }
+    }
 }
 
 /// Why the host stopped a running call.
@@ -53,6 +146,7 @@ impl HostState {
             dropped_logs: 0,
             last_error: None,
             stopped: None,
+            wasi: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! A loaded plugin and the calls into it.
 
+use dstream_core::job::Wasi;
 use dstream_core::{Batch, Encoding, OperatorInfo, OperatorKind, ParamInfo, PluginInfo};
 use wasmtime::component::{ComponentExportIndex, ComponentNamedList, ComponentType, Lift, Lower};
 use wasmtime::{Store, Trap};
@@ -53,6 +54,7 @@ pub struct Plugin {
     info: PluginInfo,
     pre: PluginPre<HostState>,
     exports: Exports,
+    wasi: Wasi,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -130,6 +132,7 @@ impl Plugin {
         name: String,
         pre: PluginPre<HostState>,
         exports: Exports,
+        wasi: Wasi,
     ) -> Result<Self, Error> {
         let mut plugin = Self {
             runtime,
@@ -141,6 +144,7 @@ impl Plugin {
             },
             pre,
             exports,
+            wasi,
         };
         let idx = plugin.exports.describe;
         let (described,): (wit::PluginInfo,) = plugin.invoke("describe", &idx, ())?;
@@ -246,7 +250,7 @@ impl Plugin {
             });
         }
         let _slot = self.runtime.inner.slots.take();
-        let mut store = self.runtime.store(&self.name, operator);
+        let mut store = self.runtime.store(&self.name, operator, self.wasi);
         let instance = self
             .pre
             .instance_pre()

@@ -12,7 +12,9 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
-use crate::host::{HostState, Plugin as World, PluginPre as WorldPre, Stop};
+use dstream_core::job::Wasi;
+
+use crate::host::{HostState, Plugin as World, PluginPre as WorldPre, Stop, Wasi as WasiCtx};
 use crate::plugin::Plugin;
 use crate::{Error, WIT_VERSION};
 
@@ -144,6 +146,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         World::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(engine_error)?;
+        // WASI, for plugins allowed its deterministic stand-ins (checked at
+        // load; the others cannot import it).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
         let (stop, ticks) = mpsc::channel::<()>();
         let ticking = engine.clone();
         let thread = std::thread::Builder::new()
@@ -174,9 +179,20 @@ impl Runtime {
     }
 
     /// Validates and compiles a component, and asks it to describe itself.
+    /// A component importing WASI is refused (see [`Runtime::load_with`]).
     ///
     /// `name` is how errors and logs refer to the plugin.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, Error> {
+        self.load_with(name, bytes, Wasi::Refuse)
+    }
+
+    /// [`Runtime::load`] under a WASI policy: with [`Wasi::Deterministic`],
+    /// a component may import `wasi:cli`, `wasi:clocks`, `wasi:random`,
+    /// `wasi:io` and `wasi:filesystem`, and gets deterministic stand-ins for
+    /// them (no files, environment or arguments, stdout discarded, frozen
+    /// clocks, randomness seeded by plugin and operator name); `wasi:sockets`
+    /// and `wasi:http` stay refused.
+    pub fn load_with(&self, name: &str, bytes: &[u8], wasi: Wasi) -> Result<Plugin, Error> {
         let plugin = name.to_string();
         let limit = self.inner.limits.component_size;
         if bytes.len() > limit {
@@ -206,7 +222,7 @@ impl Runtime {
             plugin: plugin.clone(),
             message: format!("{e:#}"),
         })?;
-        let exports = check_world(&self.inner.engine, &component, &plugin)?;
+        let exports = check_world(&self.inner.engine, &component, &plugin, wasi)?;
         let pre = self
             .inner
             .linker
@@ -219,18 +235,19 @@ impl Runtime {
             plugin: plugin.clone(),
             message: format!("{e:#}"),
         })?;
-        Plugin::new(self.clone(), plugin, pre, exports)
+        Plugin::new(self.clone(), plugin, pre, exports, wasi)
     }
 
     /// A store for one call. Every epoch tick the store checks the call's
     /// deadline and the [`Cancel`] token in scope, and stops the call when
     /// either says so.
-    pub(crate) fn store(&self, plugin: &str, operator: &str) -> Store<HostState> {
+    pub(crate) fn store(&self, plugin: &str, operator: &str, wasi: Wasi) -> Store<HostState> {
         let limits = &self.inner.limits;
-        let mut store = Store::new(
-            &self.inner.engine,
-            HostState::new(plugin, operator, limits.memory),
-        );
+        let mut state = HostState::new(plugin, operator, limits.memory);
+        if wasi == Wasi::Deterministic {
+            state.wasi = Some(Box::new(WasiCtx::new(seed(plugin, operator))));
+        }
+        let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| s);
         let cancel = Cancel::current();
         // One tick of slack: the first tick may come at once.
@@ -317,6 +334,16 @@ impl Cancel {
     }
 }
 
+/// The seed of a call's WASI randomness: FNV-1a of plugin and operator
+/// names, the same on every host.
+fn seed(plugin: &str, operator: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in plugin.bytes().chain([b'/']).chain(operator.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// A counting semaphore over the pooled instance slots.
 pub(crate) struct Slots {
     free: Mutex<u32>,
@@ -378,17 +405,40 @@ fn compatible(a: (u64, u64, u64), b: (u64, u64, u64)) -> bool {
     a.0 == b.0 && (a.0 != 0 || a.1 == b.1)
 }
 
-fn check_world(engine: &Engine, component: &Component, plugin: &str) -> Result<Exports, Error> {
+/// WASI interfaces a plugin under [`Wasi::Deterministic`] may import.
+const WASI_STAND_INS: [&str; 5] = [
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:io/",
+    "wasi:filesystem/",
+];
+
+fn check_world(
+    engine: &Engine,
+    component: &Component,
+    plugin: &str,
+    wasi: Wasi,
+) -> Result<Exports, Error> {
     let ours = version_of(&format!("x@{WIT_VERSION}")).expect("our version parses");
     let ty = component.component_type();
     for (import, _) in ty.imports(engine) {
         let ok = import.starts_with("dstream:plugin/host@")
             && version_of(import).is_some_and(|v| compatible(v, ours));
-        if ok {
+        let stand_in =
+            wasi == Wasi::Deterministic && WASI_STAND_INS.iter().any(|p| import.starts_with(p));
+        if ok || stand_in {
             continue;
         }
-        let reason = if import.starts_with("wasi:") {
-            "plugins get no WASI: files, sockets, clocks and randomness would break isolation and determinism"
+        let reason = if import.starts_with("wasi:sockets/") || import.starts_with("wasi:http/") {
+            "plugins get no network".to_string()
+        } else if import.starts_with("wasi:") && wasi == Wasi::Refuse {
+            "plugins get no WASI: files, sockets, clocks and randomness would break isolation and determinism; \
+             to run it with deterministic stand-ins (no files, a frozen clock, seeded randomness), \
+             declare it in the job as `{ path = \"...\", wasi = \"deterministic\" }`"
+                .to_string()
+        } else if import.starts_with("wasi:") {
+            "the deterministic WASI stand-ins cover wasi:cli, wasi:clocks, wasi:random, wasi:io and wasi:filesystem only"
                 .to_string()
         } else if import.starts_with("dstream:plugin/host@") {
             format!("this host provides dstream:plugin/host@{WIT_VERSION}")

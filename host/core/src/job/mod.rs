@@ -56,7 +56,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::JobError;
-pub use spec::JobFile;
+pub use spec::{JobFile, Wasi};
 
 use crate::plugin::Encoding;
 #[cfg(doc)]

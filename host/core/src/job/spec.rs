@@ -38,8 +38,9 @@ pub(crate) struct RawJob {
     pub(crate) interval: Spanned<String>,
     pub(crate) checkpoint_interval: Option<Spanned<String>>,
     pub(crate) partitions: Option<Spanned<u32>>,
+    /// A location, or a table `{ path = "...", wasi = "deterministic" }`.
     #[serde(default)]
-    pub(crate) plugins: IndexMap<String, Spanned<String>>,
+    pub(crate) plugins: IndexMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     pub(crate) sources: IndexMap<String, Spanned<RawSource>>,
     #[serde(default)]
@@ -164,6 +165,8 @@ impl RawStream {
 pub struct JobFile {
     pub(crate) raw: RawJob,
     pub(crate) loc: Locator,
+    /// The plugins as declared, in order.
+    pub(crate) plugins: Vec<PluginDecl>,
     pub(crate) interval: Duration,
     pub(crate) checkpoint_every: u64,
     /// Streams in topological order (names).
@@ -236,15 +239,14 @@ impl JobFile {
                 format!("{} partitions: give 1 to 4096", p.get_ref()),
             ));
         }
-        for (name, loc_) in &raw.plugins {
-            if loc_.get_ref().trim().is_empty() {
-                return Err(err(
-                    loc_.span(),
-                    &format!("plugins.{name}"),
-                    "give a plugin crate directory or a .wasm file".into(),
-                ));
-            }
-        }
+        let plugins = raw
+            .plugins
+            .iter()
+            .map(|(name, decl)| {
+                plugin_decl(name, decl.get_ref())
+                    .map_err(|m| err(decl.span(), &format!("plugins.{name}"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
         for (name, s) in &raw.sources {
             check_source(&loc, name, s)?;
@@ -388,6 +390,7 @@ impl JobFile {
         Ok(Self {
             raw,
             loc,
+            plugins,
             interval,
             checkpoint_every,
             order,
@@ -407,10 +410,18 @@ impl JobFile {
     /// The plugins: job-local name and where it is (a crate directory or a
     /// `.wasm` file, as written, relative to the job file).
     pub fn plugins(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.raw
-            .plugins
+        self.plugins
             .iter()
-            .map(|(n, l)| (n.as_str(), l.get_ref().as_str()))
+            .map(|p| (p.name.as_str(), p.location.as_str()))
+    }
+
+    /// What plugin `name` may import from WASI ([`Wasi::Refuse`] for a
+    /// plugin the job does not declare).
+    pub fn plugin_wasi(&self, name: &str) -> Wasi {
+        self.plugins
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(Wasi::Refuse, |p| p.wasi)
     }
 
     /// An error about plugin `name` (for example: it failed to load), placed
@@ -419,6 +430,85 @@ impl JobFile {
         let span = self.raw.plugins.get(name).map_or(0..0, |l| l.span());
         self.loc.error(span, format!("plugins.{name}"), message)
     }
+}
+
+/// What a plugin may import from WASI, as its job declares
+/// (`wasi = "deterministic"` in the plugin's table).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Wasi {
+    /// Nothing: a plugin importing WASI is refused at load. Plugins built
+    /// with the Rust SDK for wasm32-unknown-unknown import none.
+    #[default]
+    Refuse,
+    /// Deterministic stand-ins, so that the plugin still gives the same
+    /// bytes anywhere: no files (no preopened directory), no environment
+    /// or arguments, stdin empty and stdout/stderr discarded, a wall clock
+    /// frozen at 0 (1970-01-01) and a monotonic one that never advances,
+    /// randomness from a generator seeded by the plugin and operator names.
+    /// Sockets and HTTP stay refused.
+    Deterministic,
+}
+
+/// A plugin as declared: its job-local name, where it is, and its WASI
+/// policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PluginDecl {
+    pub(crate) name: String,
+    pub(crate) location: String,
+    pub(crate) wasi: Wasi,
+}
+
+/// Reads `plugins.NAME`: a location string, or a table with `path` and
+/// optionally `wasi`.
+fn plugin_decl(name: &str, v: &toml::Value) -> Result<PluginDecl, String> {
+    let location = |path: &str| {
+        if path.trim().is_empty() {
+            Err("give a plugin crate directory or a .wasm file".to_string())
+        } else {
+            Ok(path.to_string())
+        }
+    };
+    let (location, wasi) = match v {
+        toml::Value::String(path) => (location(path)?, Wasi::Refuse),
+        toml::Value::Table(t) => {
+            if let Some(k) = t.keys().find(|k| !["path", "wasi"].contains(&k.as_str())) {
+                return Err(format!(
+                    "unknown key `{k}`: a plugin table takes `path` and `wasi`"
+                ));
+            }
+            let path = match t.get("path") {
+                Some(toml::Value::String(p)) => location(p)?,
+                Some(_) => return Err("`path` must be a string".into()),
+                None => {
+                    return Err(
+                        "a plugin table needs `path` (a crate directory or a .wasm file)".into(),
+                    );
+                }
+            };
+            let wasi = match t.get("wasi") {
+                None => Wasi::Refuse,
+                Some(toml::Value::String(w)) if w == "none" => Wasi::Refuse,
+                Some(toml::Value::String(w)) if w == "deterministic" => Wasi::Deterministic,
+                Some(other) => {
+                    return Err(format!(
+                        "`wasi` is \"none\" (the default) or \"deterministic\", not {other}"
+                    ));
+                }
+            };
+            (path, wasi)
+        }
+        other => {
+            return Err(format!(
+                "a plugin is a location string or a table {{ path = \"...\", wasi = \"deterministic\" }}, not {}",
+                other.type_str()
+            ));
+        }
+    };
+    Ok(PluginDecl {
+        name: name.to_string(),
+        location,
+        wasi,
+    })
 }
 
 /// Checks a duration is a multiple of the interval; gives it in batches.

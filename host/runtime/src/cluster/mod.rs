@@ -59,10 +59,12 @@ pub(crate) fn load_job(runtime: &Runtime, spec: &JobSpec) -> Result<LoadedJob, E
                 file.plugin_error(name, "its component was not sent")
             )));
         };
-        let p = runtime.load(name, bytes).map_err(|e| Error::Plugin {
-            name: name.to_string(),
-            message: e.to_string(),
-        })?;
+        let p = runtime
+            .load_with(name, bytes, file.plugin_wasi(name))
+            .map_err(|e| Error::Plugin {
+                name: name.to_string(),
+                message: e.to_string(),
+            })?;
         plugins.insert(name.to_string(), p);
     }
     let job = file
