@@ -270,12 +270,23 @@ pub(crate) struct BuildArgs {
     /// Where to write `<crate>.wasm` [default: target/dstream in the crate].
     #[arg(short, long)]
     pub(crate) out: Option<PathBuf>,
+
+    /// Build for wasm32-wasip2, for a plugin that uses WASI through std (run
+    /// it with `wasi = "deterministic"` in the job).
+    #[arg(long)]
+    pub(crate) wasi: bool,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
     /// The component (.wasm).
     pub(crate) file: PathBuf,
+
+    /// The plugin imports WASI: run it with deterministic stand-ins (no
+    /// files, environment or network, frozen clocks, seeded randomness), as
+    /// a job's `wasi = "deterministic"` does.
+    #[arg(long)]
+    pub(crate) wasi_deterministic: bool,
 }
 
 #[derive(Debug, Args)]
@@ -311,6 +322,12 @@ pub(crate) struct TestOpArgs {
     /// Memory one instance may use, in MiB.
     #[arg(long, default_value_t = 512)]
     pub(crate) memory_mib: usize,
+
+    /// The plugin imports WASI: run it with deterministic stand-ins (no
+    /// files, environment or network, frozen clocks, seeded randomness), as
+    /// a job's `wasi = "deterministic"` does.
+    #[arg(long)]
+    pub(crate) wasi_deterministic: bool,
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {

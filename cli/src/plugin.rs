@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use dstream_core::job::Wasi;
 use dstream_wasm::{Limits, Plugin, Runtime};
 
 use crate::args::{BuildArgs, InspectArgs};
@@ -17,7 +18,12 @@ pub(crate) fn build(a: BuildArgs) -> anyhow::Result<()> {
     if !manifest.is_file() {
         bail!("{} is not a crate: no Cargo.toml there", a.path.display());
     }
-    dstream_build::check_target()?;
+    let target = if a.wasi {
+        dstream_build::WASIP2
+    } else {
+        dstream_build::TARGET
+    };
+    dstream_build::check_target_for(target)?;
     let out_dir = match a.out {
         Some(o) => o,
         None => dstream_build::target_dir(&manifest)?.join("dstream"),
@@ -29,7 +35,7 @@ pub(crate) fn build(a: BuildArgs) -> anyhow::Result<()> {
         target_dir: None,
         out_dir,
         quiet: false,
-        target: None,
+        target: Some(target.to_string()),
     })
     .with_context(|| format!("building {}", manifest.display()))?;
     // Load what was built: a plugin that builds but does not validate is
@@ -37,7 +43,7 @@ pub(crate) fn build(a: BuildArgs) -> anyhow::Result<()> {
     let runtime = Runtime::new(Limits::default())?;
     let mut out = std::io::stdout().lock();
     for b in built {
-        let plugin = load(&runtime, &b.component)?;
+        let plugin = load(&runtime, &b.component, wasi(a.wasi))?;
         let n = plugin.info().operators.len();
         writeln!(
             out,
@@ -50,19 +56,28 @@ pub(crate) fn build(a: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The WASI policy a `--wasi-deterministic` flag asks for.
+pub(crate) fn wasi(deterministic: bool) -> Wasi {
+    if deterministic {
+        Wasi::Deterministic
+    } else {
+        Wasi::Refuse
+    }
+}
+
 /// Loads a component file, naming the plugin after the file.
-pub(crate) fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<Plugin> {
+pub(crate) fn load(runtime: &Runtime, path: &Path, wasi: Wasi) -> anyhow::Result<Plugin> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plugin".into());
-    Ok(runtime.load(&name, &bytes)?)
+    Ok(runtime.load_with(&name, &bytes, wasi)?)
 }
 
 pub(crate) fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     let runtime = Runtime::new(Limits::default())?;
-    let plugin = load(&runtime, &a.file)?;
+    let plugin = load(&runtime, &a.file, wasi(a.wasi_deterministic))?;
     let info = plugin.info();
     let size = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
     let mut out = std::io::stdout().lock();

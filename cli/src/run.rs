@@ -104,7 +104,8 @@ pub(crate) fn load_job(
             anyhow!("{shown}:{}", file.plugin_error(name, e.to_string()))
         };
         let (component, bytes) =
-            plugins::component(name, location, &base_dir).map_err(plugin_err)?;
+            plugins::component(name, location, &base_dir, file.plugin_wasi(name))
+                .map_err(plugin_err)?;
         let p = runtime
             .load_with(name, &bytes, file.plugin_wasi(name))
             .map_err(|e| {

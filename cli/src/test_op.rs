@@ -8,7 +8,7 @@ use dstream_core::{Batch, Encoding, OperatorInfo, OperatorKind};
 use dstream_wasm::{Limits, Runtime, Stage};
 
 use crate::args::TestOpArgs;
-use crate::plugin::load;
+use crate::plugin::{load, wasi};
 
 fn read_text(path: &Path) -> anyhow::Result<String> {
     let mut s = String::new();
@@ -96,7 +96,7 @@ pub(crate) fn run(a: TestOpArgs) -> anyhow::Result<()> {
         deadline: a.deadline,
         ..Limits::default()
     })?;
-    let plugin = load(&runtime, &a.file)?;
+    let plugin = load(&runtime, &a.file, wasi(a.wasi_deterministic))?;
     let names: Vec<&str> = a.operator.split('+').collect();
     let mut ops = Vec::new();
     for n in &names {

@@ -370,3 +370,68 @@ dir = "out"
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A plugin built for wasm32-wasip2 (it imports WASI through std) runs when
+/// the job declares `wasi = "deterministic"`, and two runs write the same
+/// bytes; declared plainly, it is refused with the way to allow it.
+#[test]
+fn a_wasi_plugin_runs_deterministically_when_the_job_allows_it() {
+    let write_job = |dir: &Path, plugin: &str| {
+        let text = format!(
+            "name = \"probe\"\ninterval = \"100ms\"\npartitions = 2\n[plugins]\nprobe = {plugin}\n[sources.lines]\nkind = \"generator\"\nformat = \"words\"\nrate = 200\nseed = 3\n[streams.seen]\nfrom = \"lines\"\nmap = \"probe/probe\"\n[sinks.out]\nfrom = \"seen\"\nkind = \"files\"\ndir = \"out\"\n"
+        );
+        let path = dir.join("job.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let allowed = format!(
+        "{{ path = \"{}\", wasi = \"deterministic\" }}",
+        dstream_artifacts::WASI_PROBE
+    );
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let job = write_job(dir.path(), &allowed);
+        let run = dstream()
+            .args(["run", "-q", "--fresh", "--batches", "3"])
+            .arg(&job)
+            .arg("--checkpoint-dir")
+            .arg(dir.path().join("ck"))
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{run:?}");
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path().join("out"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 3, "{files:?}");
+        for (_, bytes) in &files {
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            assert!(!text.is_empty());
+            for line in text.lines() {
+                assert!(line.contains(" time=0 hash="), "{line}");
+                assert!(line.ends_with(" home=false args=0 files=false"), "{line}");
+            }
+        }
+        outputs.push(files);
+    }
+    assert_eq!(outputs[0], outputs[1], "two runs wrote different bytes");
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        &format!("\"{}\"", dstream_artifacts::WASI_PROBE),
+    );
+    let out = dstream().arg("run").arg(&job).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(":5:9: plugins.probe:"), "{stderr}");
+    assert!(stderr.contains("wasi = \"deterministic\""), "{stderr}");
+}

@@ -44,9 +44,9 @@ pub enum Error {
     },
     /// The Rust standard library for the Wasm target is missing.
     #[error(
-        "the Rust target {TARGET} is not installed: run `rustup target add {TARGET}` (or ./scripts/setup.sh)"
+        "the Rust target {0} is not installed: run `rustup target add {0}` (or ./scripts/setup.sh)"
     )]
-    MissingTarget,
+    MissingTarget(String),
     /// `cargo metadata` said something unexpected.
     #[error("cannot read cargo metadata: {0}")]
     Metadata(String),
@@ -216,16 +216,21 @@ pub fn componentize_file(module: &Path, component: &Path) -> Result<(), Error> {
 /// Fails with a hint when the Rust standard library for [`TARGET`] is not
 /// installed (asks `rustc --print sysroot`; works with or without rustup).
 pub fn check_target() -> Result<(), Error> {
+    check_target_for(TARGET)
+}
+
+/// [`check_target`] for `target`.
+pub fn check_target_for(target: &str) -> Result<(), Error> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let out = Command::new(rustc)
         .args(["--print", "sysroot"])
         .output()
         .map_err(Error::Spawn)?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if sysroot.join("lib/rustlib").join(TARGET).is_dir() {
+    if sysroot.join("lib/rustlib").join(target).is_dir() {
         Ok(())
     } else {
-        Err(Error::MissingTarget)
+        Err(Error::MissingTarget(target.to_string()))
     }
 }
 

@@ -30,7 +30,7 @@ pub fn load(
     base_dir: &Path,
     wasi: Wasi,
 ) -> Result<Plugin, Error> {
-    let (path, bytes) = component(name, location, base_dir)?;
+    let (path, bytes) = component(name, location, base_dir, wasi)?;
     runtime
         .load_with(name, &bytes, wasi)
         .map_err(|e| Error::Plugin {
@@ -40,8 +40,14 @@ pub fn load(
 }
 
 /// The component of plugin `name` at `location` (building a crate
-/// directory first): its path and bytes.
-pub fn component(name: &str, location: &str, base_dir: &Path) -> Result<(PathBuf, Vec<u8>), Error> {
+/// directory first: for wasm32-wasip2 when the plugin may use WASI, else
+/// for wasm32-unknown-unknown): its path and bytes.
+pub fn component(
+    name: &str,
+    location: &str,
+    base_dir: &Path,
+    wasi: Wasi,
+) -> Result<(PathBuf, Vec<u8>), Error> {
     let err = |message: String| Error::Plugin {
         name: name.to_string(),
         message,
@@ -61,7 +67,11 @@ pub fn component(name: &str, location: &str, base_dir: &Path) -> Result<(PathBuf
                 path.display()
             )));
         }
-        dstream_build::check_target().map_err(|e| err(e.to_string()))?;
+        let target = match wasi {
+            Wasi::Refuse => dstream_build::TARGET,
+            Wasi::Deterministic => dstream_build::WASIP2,
+        };
+        dstream_build::check_target_for(target).map_err(|e| err(e.to_string()))?;
         let build_dir = dstream_build::target_dir(&manifest)
             .map_err(|e| err(e.to_string()))?
             .join("dstream");
@@ -72,7 +82,7 @@ pub fn component(name: &str, location: &str, base_dir: &Path) -> Result<(PathBuf
             target_dir: None,
             out_dir: build_dir,
             quiet: false,
-            target: None,
+            target: Some(target.to_string()),
         })
         .map_err(|e| err(format!("building {}: {e}", manifest.display())))?;
         match built.as_slice() {

@@ -435,7 +435,8 @@ fn check_world(
         } else if import.starts_with("wasi:") && wasi == Wasi::Refuse {
             "plugins get no WASI: files, sockets, clocks and randomness would break isolation and determinism; \
              to run it with deterministic stand-ins (no files, a frozen clock, seeded randomness), \
-             declare it in the job as `{ path = \"...\", wasi = \"deterministic\" }`"
+             allow it: `{ path = \"...\", wasi = \"deterministic\" }` in the job's [plugins], \
+             or --wasi-deterministic for `dstream test-op` and `dstream plugin inspect`"
                 .to_string()
         } else if import.starts_with("wasi:") {
             "the deterministic WASI stand-ins cover wasi:cli, wasi:clocks, wasi:random, wasi:io and wasi:filesystem only"
