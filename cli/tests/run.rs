@@ -6,6 +6,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::dstream;
+
 use dstream_core::generate::Pool;
 use dstream_core::job::{GenFormat, Generator};
 
@@ -44,10 +48,6 @@ dir = "out"
     let path = dir.join("job.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn dstream() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dstream"))
 }
 
 /// Running totals per URL after each batch, from a plain loop over the
@@ -400,17 +400,7 @@ fn a_wasi_plugin_runs_deterministically_when_the_job_allows_it() {
             .output()
             .unwrap();
         assert!(run.status.success(), "{run:?}");
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path().join("out"))
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().into_string().unwrap(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        files.sort();
+        let files = common::files(&dir.path().join("out"));
         assert_eq!(files.len(), 3, "{files:?}");
         for (_, bytes) in &files {
             let text = String::from_utf8(bytes.clone()).unwrap();

@@ -149,13 +149,19 @@ fn lines_batch(lines: &[String]) -> Batch {
 }
 
 fn load_job() -> (Job, BTreeMap<String, dstream_wasm::Plugin>) {
-    let text = JOB
+    load_job_with(JOB, &Limits::default())
+}
+
+/// `text` with the guest examples' paths for their names in capitals,
+/// parsed, its plugins loaded under `limits`, resolved.
+fn load_job_with(text: &str, limits: &Limits) -> (Job, BTreeMap<String, dstream_wasm::Plugin>) {
+    let text = text
         .replace("PAGEVIEWS", dstream_artifacts::PAGEVIEWS)
         .replace("WORDCOUNT", dstream_artifacts::WORDCOUNT)
         .replace("GREP", dstream_artifacts::GREP)
         .replace("TOPK", dstream_artifacts::TOPK);
     let file = JobFile::parse(&text).unwrap();
-    let runtime = Runtime::new(Limits::default()).unwrap();
+    let runtime = Runtime::new(limits.clone()).unwrap();
     let loaded: BTreeMap<_, _> = file
         .plugins()
         .map(|(name, loc)| {
@@ -541,20 +547,7 @@ params = { pattern = "needle" }
         memory: 4 << 20,
         ..Limits::default()
     };
-    let runtime = Runtime::new(limits.clone()).unwrap();
-    let text = BIG
-        .replace("WORDCOUNT", dstream_artifacts::WORDCOUNT)
-        .replace("GREP", dstream_artifacts::GREP);
-    let file = JobFile::parse(&text).unwrap();
-    let loaded: BTreeMap<_, _> = file
-        .plugins()
-        .map(|(name, loc)| {
-            let p =
-                plugins::load(&runtime, name, loc, Path::new("."), file.plugin_wasi(name)).unwrap();
-            (name.to_string(), p)
-        })
-        .collect();
-    let job = file.resolve(&plugins::infos(&loaded)).unwrap();
+    let (job, loaded) = load_job_with(BIG, &limits);
     let engine = Engine::new(job, loaded, 2).unwrap();
     // 6 MB of lines in one partition: 12 times a call's 512 KiB, and more
     // than the whole 4 MiB sandbox.
