@@ -9,11 +9,15 @@ use std::hash::BuildHasher;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Appends to each line what the plugin sees of the world: the wall clock
-/// (seconds since 1970), a hash seeded from WASI randomness, whether `HOME`
-/// is set, the arguments, and whether `/` can be listed.
+/// (seconds since 1970) after sleeping an hour, a hash seeded from WASI
+/// randomness, whether `HOME` is set, the arguments, and whether `/` can be
+/// listed.
 #[dstream::map]
+#[allow(clippy::print_stdout)] // on purpose: the host must discard it
 pub fn probe(line: &str) -> String {
     println!("stdout goes nowhere: {line}");
+    // Under the frozen clock, a sleep returns at once.
+    std::thread::sleep(std::time::Duration::from_secs(3600));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(-1, |d| d.as_secs() as i64);

@@ -4,7 +4,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({
@@ -112,6 +114,41 @@ impl rand_core::TryRng for SplitMix {
         }
         Ok(())
     }
+}
+
+/// The monotonic clock's `subscribe-duration` and `subscribe-instant`
+/// replaced by pollables that are ready at once: under a frozen clock a
+/// sleep returns at once, and a host thread never blocks in a plugin's
+/// sleep (where neither the deadline nor a cancel token could stop it: they
+/// are checked only while Wasm code runs). Every other WASI pollable of the
+/// stand-ins (empty stdin, discarded stdout) is ready at once too.
+pub(crate) fn frozen_sleep(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut cx: StoreContextMut<'_, HostState>, (_,): (u64,)| ready(cx.data_mut()),
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut cx: StoreContextMut<'_, HostState>, (_,): (u64,)| ready(cx.data_mut()),
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A pollable that is always ready.
+struct Ready;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Ready {
+    async fn ready(&mut self) {}
+}
+
+fn ready(state: &mut HostState) -> wasmtime::Result<(Resource<DynPollable>,)> {
+    let table = state.ctx().table;
+    let r = table.push(Ready)?;
+    Ok((subscribe(table, r)?,))
 }
 
 impl WasiView for HostState {

@@ -243,13 +243,22 @@ impl Plugin {
         P: ComponentNamedList + Lower,
         R: ComponentNamedList + Lift,
     {
-        if crate::Cancel::current().is_some_and(|c| c.is_cancelled()) {
-            return Err(Error::Cancelled {
-                plugin: self.name.clone(),
-                operator: operator.to_string(),
-            });
+        let cancelled = || {
+            crate::Cancel::current()
+                .is_some_and(|c| c.is_cancelled())
+                .then(|| Error::Cancelled {
+                    plugin: self.name.clone(),
+                    operator: operator.to_string(),
+                })
+        };
+        if let Some(e) = cancelled() {
+            return Err(e);
         }
         let _slot = self.runtime.inner.slots.take();
+        // Cancelled while it waited for a slot: stop before instantiating.
+        if let Some(e) = cancelled() {
+            return Err(e);
+        }
         let mut store = self.runtime.store(&self.name, operator, self.wasi);
         let instance = self
             .pre

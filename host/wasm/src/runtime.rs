@@ -149,6 +149,7 @@ impl Runtime {
         // WASI, for plugins allowed its deterministic stand-ins (checked at
         // load; the others cannot import it).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        crate::host::frozen_sleep(&mut linker).map_err(engine_error)?;
         let (stop, ticks) = mpsc::channel::<()>();
         let ticking = engine.clone();
         let thread = std::thread::Builder::new()

@@ -30,7 +30,14 @@ fn a_wasi_plugin_runs_only_under_deterministic_stand_ins() {
 
     let probe = rt.load_with("probe", &bytes, Wasi::Deterministic).unwrap();
     let input = lines(&["a", "b", "a"]);
+    // Each record sleeps an hour: under the frozen clock the sleep returns
+    // at once (a real one would hold the host thread past every deadline).
+    let started = std::time::Instant::now();
     let first = probe.map("probe", &[], &input).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the plugin's sleep blocked the host"
+    );
     let seen = values(&first);
     assert_eq!(seen.len(), 3);
     for (line, out) in ["a", "b", "a"].iter().zip(&seen) {

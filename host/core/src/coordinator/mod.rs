@@ -683,8 +683,10 @@ impl Coordinator {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.running = w.running.saturating_sub(1);
         }
-        // A copy that lost and stopped (cancelled): nothing to drop.
+        // A copy that lost and stopped (cancelled): nothing to drop, but
+        // its slot is free.
         if self.losers.remove(&(worker, block)) {
+            self.schedule(now);
             return;
         }
         let Some(mut b) = self.current.take() else {
@@ -1087,9 +1089,6 @@ impl Coordinator {
                         },
                     );
                     b.rewatch(p.task.output);
-                    // A copy of it that lost here earlier and never answered
-                    // is forgotten: the answer to come is this attempt's.
-                    self.losers.remove(&(worker, p.task.output));
                     self.commands.push_back(Command::RunTask {
                         worker,
                         task: p.task,
@@ -1161,7 +1160,9 @@ impl Coordinator {
             let Some(worker) = self
                 .workers
                 .iter()
-                .filter(|(id, w)| **id != first && w.running < w.slots)
+                .filter(|(id, w)| {
+                    **id != first && w.running < w.slots && !self.losers.contains(&(**id, block))
+                })
                 .min_by_key(|(id, w)| (w.running * 1000 / w.slots, **id))
                 .map(|(id, _)| *id)
             else {
@@ -1177,7 +1178,6 @@ impl Coordinator {
             b.rewatch(block);
             self.workers.get_mut(&worker).expect("live").running += 1;
             self.stats.tasks_speculated += 1;
-            self.losers.remove(&(worker, block));
             self.commands.push_back(Command::RunTask {
                 worker,
                 task,
@@ -1189,7 +1189,14 @@ impl Coordinator {
     /// The worker for `task`: where its data is, if it has a slot (or the
     /// locality wait is over); `true` when that is local.
     fn place(&self, p: &mut Pending, waited: Duration) -> Option<(WorkerId, bool)> {
-        let free = |id: &WorkerId| self.workers.get(id).is_some_and(|w| w.running < w.slots);
+        // A worker still running a copy of this task that lost (cancelled,
+        // not yet answered) does not get it again until that copy answers:
+        // the two answers would be taken for one another.
+        let output = p.task.output;
+        let free = |id: &WorkerId| {
+            self.workers.get(id).is_some_and(|w| w.running < w.slots)
+                && !self.losers.contains(&(*id, output))
+        };
         let (preferred, pinned) = p.preferred.get_or_insert_with(|| self.preferred(&p.task));
         if let Some(w) = preferred.iter().find(|w| free(w)) {
             return Some((*w, true));

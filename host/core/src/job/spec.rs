@@ -443,9 +443,10 @@ pub enum Wasi {
     /// Deterministic stand-ins, so that the plugin still gives the same
     /// bytes anywhere: no files (no preopened directory), no environment
     /// or arguments, stdin empty and stdout/stderr discarded, a wall clock
-    /// frozen at 0 (1970-01-01) and a monotonic one that never advances,
-    /// randomness from a generator seeded by the plugin and operator names.
-    /// Sockets and HTTP stay refused.
+    /// frozen at 0 (1970-01-01) and a monotonic one that never advances (a
+    /// sleep returns at once), randomness from a generator seeded by the
+    /// plugin and operator names, started again at every call. Sockets and
+    /// HTTP stay refused.
     Deterministic,
 }
 

@@ -347,11 +347,16 @@ impl Node {
             Message::StopJob { job } => {
                 self.jobs.write().expect("jobs lock").remove(&job);
                 // Its running plugin calls stop too.
-                let cancels = self.cancels.lock().expect("cancel lock");
-                for token in cancels.iter().filter(|((j, _), _)| *j == job) {
-                    token.1.cancel();
-                }
-                drop(cancels);
+                // (Each running task holds its own token.)
+                self.cancels
+                    .lock()
+                    .expect("cancel lock")
+                    .retain(|(j, _), token| {
+                        if *j == job {
+                            token.cancel();
+                        }
+                        *j != job
+                    });
                 tracing::info!(job, "job stopped");
                 Message::Ack
             }
@@ -678,6 +683,7 @@ impl Node {
         let computing = Instant::now();
         let run2 = run.clone();
         let token = self.cancel_token(job, output);
+        let stopped = token.clone();
         let block = tokio::task::spawn_blocking(move || {
             let batches: Vec<&Batch> = inputs
                 .iter()
@@ -698,7 +704,9 @@ impl Node {
         })
         .await
         .map_err(|e| Error::Job(format!("task {output}: {e}")))?;
-        if self.is_cancelled(job, output) {
+        // This attempt's own token: a plugin call it stopped is a cancelled
+        // task, not the operator's failure.
+        if stopped.is_cancelled() {
             return Err(cancelled());
         }
         let block = block.map_err(|source| Error::Batch {

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, Server};
@@ -18,6 +18,9 @@ const RECV_POLL: Duration = Duration::from_millis(50);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long an answer waits for its lines to be confirmed kept.
 const CONFIRM_WAIT: Duration = Duration::from_secs(30);
+/// Answers waiting for confirmation at once (one thread each); beyond,
+/// posts are answered 202 without waiting.
+const MAX_WAITING: usize = 512;
 
 /// Binds the endpoint.
 pub(super) fn bind(addr: &str) -> Result<Server, String> {
@@ -30,12 +33,14 @@ pub(super) fn bind(addr: &str) -> Result<Server, String> {
 /// client does not hold the others up).
 pub(super) fn serve(name: &str, server: Server, inbox: &Arc<Inbox>, stop: &Arc<AtomicBool>) {
     let mut workers = Workers::default();
+    let waiting = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match server.recv_timeout(RECV_POLL) {
             Ok(Some(request)) => {
                 let (name, inbox, stop) = (name.to_string(), inbox.clone(), stop.clone());
+                let waiting = waiting.clone();
                 workers.spawn(&format!("source-{name}-request"), move || {
-                    handle(&name, request, &inbox, &stop)
+                    handle(&name, request, &inbox, &stop, &waiting)
                 });
             }
             Ok(None) => {}
@@ -58,12 +63,18 @@ fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name, value).expect("a valid static header")
 }
 
-fn handle(name: &str, mut request: Request, inbox: &Inbox, stop: &AtomicBool) {
+fn handle(
+    name: &str,
+    mut request: Request,
+    inbox: &Inbox,
+    stop: &AtomicBool,
+    waiting: &AtomicUsize,
+) {
     let path = request.url().split('?').next().unwrap_or("");
     let response = match request.method() {
         Method::Get if path == "/health" => text(200, "ok"),
         Method::Get => text(404, "not found; POST lines to any path, or GET /health\n"),
-        Method::Post => receive(name, &mut request, inbox, stop),
+        Method::Post => receive(name, &mut request, inbox, stop, waiting),
         _ => text(405, "method not allowed; POST lines, or GET /health\n")
             .with_header(header("Allow", "GET, POST")),
     };
@@ -77,6 +88,7 @@ fn receive(
     request: &mut Request,
     inbox: &Inbox,
     stop: &AtomicBool,
+    waiting: &AtomicUsize,
 ) -> Response<std::io::Cursor<Vec<u8>>> {
     let too_large = || text(413, format!("body larger than {BODY_LIMIT} bytes\n"));
     if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
@@ -102,6 +114,16 @@ fn receive(
             tracing::debug!(source = name, records = n, "http body taken");
             // Answer once the lines are part of a batch's input (stored, and
             // in a cluster copied to a second worker), not merely queued.
+            let unconfirmed = || {
+                text(
+                    202,
+                    format!("accepted {n} records; not yet confirmed stored\n"),
+                )
+            };
+            if waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+                waiting.fetch_sub(1, Ordering::Relaxed);
+                return unconfirmed();
+            }
             let until = std::time::Instant::now() + CONFIRM_WAIT;
             let confirmed = loop {
                 if inbox.wait_confirmed(taken.ticket, RECV_POLL) {
@@ -111,13 +133,11 @@ fn receive(
                     break false;
                 }
             };
+            waiting.fetch_sub(1, Ordering::Relaxed);
             if confirmed {
                 text(200, format!("accepted {n} records\n"))
             } else {
-                text(
-                    202,
-                    format!("accepted {n} records; not yet confirmed stored\n"),
-                )
+                unconfirmed()
             }
         }
         Err(full) => {

@@ -21,10 +21,11 @@
 //!   takes new files).
 //! - `http`: an ingest endpoint; `POST` (any path) a body of lines. The
 //!   answer waits until the lines are part of a batch's input (in a cluster:
-//!   stored on the receiver's worker and copied to a second one), then is
-//!   `200 accepted N records`; `202` if that took longer than 30 s (taken,
-//!   not yet confirmed); `503` with `Retry-After: 1` (nothing taken) while
-//!   the inbox is full. `GET /health` answers `ok`.
+//!   stored on the receiver's worker and copied to a second one when one
+//!   took the copy), then is `200 accepted N records`; `202` (taken, not yet
+//!   confirmed) if that took longer than 30 s, the receiver stopped, or 512
+//!   answers are already waiting; `503` with `Retry-After: 1` (nothing
+//!   taken) while the inbox is full. `GET /health` answers `ok`.
 //!
 //! Generator sources are not received: the engine computes their records from
 //! the batch number, so [`start`] refuses them.
