@@ -177,20 +177,16 @@ fn run(t: &Trial<'_>) -> Vec<BatchTime> {
         ),
     )
     .expect("job file");
-    let out = Command::new(bin())
-        .args([
-            "submit",
-            job.to_str().expect("utf-8"),
-            "--coordinator",
-            &addr,
-        ])
-        .args(["--certs", certs_s, "--batches", &t.batches.to_string()])
-        .output()
-        .expect("submit");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new(bin())
+            .args([
+                "submit",
+                job.to_str().expect("utf-8"),
+                "--coordinator",
+                &addr,
+            ])
+            .args(["--certs", certs_s, "--batches", &t.batches.to_string()]),
+        "submit",
     );
     let mut times = Vec::new();
     loop {
@@ -276,18 +272,24 @@ fn plot(
     Ok(())
 }
 
+/// Runs `cmd` to its end; panics with its stderr unless it succeeded.
+fn succeed(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("dstream-bench-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let init = Command::new(bin())
-        .args(["cluster", "init"])
-        .arg(dir.join("certs"))
-        .output()
-        .expect("cluster init");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
+    succeed(
+        Command::new(bin())
+            .args(["cluster", "init"])
+            .arg(dir.join("certs")),
+        "cluster init",
     );
     let figures = Path::new(env!("CARGO_MANIFEST_DIR")).join("figures");
     std::fs::create_dir_all(&figures).expect("figures dir");

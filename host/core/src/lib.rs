@@ -31,6 +31,19 @@ pub mod reduce;
 pub mod wire;
 
 pub use batch::Batch;
+
+/// FNV-1a, 64 bits: a small hash that is the same on every host and build,
+/// for fingerprints and seeds (never for tables an adversary fills).
+///
+/// ```
+/// assert_eq!(dstream_core::fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+/// assert_ne!(dstream_core::fnv1a(b"a/b"), dstream_core::fnv1a(b"a/c"));
+/// ```
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 pub use plugin::{Encoding, OperatorInfo, OperatorKind, ParamInfo, PluginInfo};
 
 /// Errors of the core.

@@ -45,12 +45,7 @@ struct Entry {
 /// partitioning and the interval. (FNV-1a over the job's structure.)
 pub fn fingerprint(job: &Job) -> String {
     let text = format!("{:?}|{}|{:?}", job.nodes, job.partitions, job.interval);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", dstream_core::fnv1a(text.as_bytes()))
 }
 
 fn aux_name(a: Aux) -> String {

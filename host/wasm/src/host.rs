@@ -1,6 +1,8 @@
 //! What a plugin instance sees of the host: a log function, and limits.
 
 use std::convert::Infallible;
+
+use dstream_core::generate::SplitMix64;
 use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
@@ -57,8 +59,8 @@ impl Wasi {
         let ctx = WasiCtx::builder()
             .wall_clock(Frozen)
             .monotonic_clock(Frozen)
-            .secure_random(SplitMix(seed))
-            .insecure_random(SplitMix(seed ^ 0x5bd1_e995))
+            .secure_random(SplitMix(SplitMix64::new(seed)))
+            .insecure_random(SplitMix(SplitMix64::new(seed ^ 0x5bd1_e995)))
             .insecure_random_seed(u128::from(seed) << 64 | u128::from(!seed))
             .allow_tcp(false)
             .allow_udp(false)
@@ -92,20 +94,16 @@ impl HostMonotonicClock for Frozen {
     }
 }
 
-/// SplitMix64: a small seeded generator, the same bytes on every host.
-struct SplitMix(u64);
+/// The core's SplitMix64 as WASI's generator: the same bytes on every host.
+struct SplitMix(SplitMix64);
 
 impl rand_core::TryRng for SplitMix {
     type Error = Infallible;
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok((self.try_next_u64()? >> 32) as u32)
+        Ok((self.0.next_u64() >> 32) as u32)
     }
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Ok(z ^ (z >> 31))
+        Ok(self.0.next_u64())
     }
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
         for chunk in dst.chunks_mut(8) {

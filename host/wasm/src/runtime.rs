@@ -338,11 +338,7 @@ impl Cancel {
 /// The seed of a call's WASI randomness: FNV-1a of plugin and operator
 /// names, the same on every host.
 fn seed(plugin: &str, operator: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in plugin.bytes().chain([b'/']).chain(operator.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    dstream_core::fnv1a(format!("{plugin}/{operator}").as_bytes())
 }
 
 /// A counting semaphore over the pooled instance slots.

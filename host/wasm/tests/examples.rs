@@ -8,20 +8,7 @@ use dstream_core::{Batch, Encoding, OperatorKind};
 use dstream_wasm::{Limits, Plugin, Runtime, Stage};
 
 /// A small deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+type Rng = dstream_core::generate::SplitMix64;
 
 const WORDS: &[&str] = &[
     "the",
@@ -47,7 +34,7 @@ const WORDS: &[&str] = &[
 ];
 
 fn lines(seed: u64, n: usize) -> Vec<String> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     (0..n)
         .map(|_| {
             let words = rng.below(12) as usize;
@@ -129,7 +116,7 @@ fn native(
 fn pageviews_running_count_matches_a_plain_loop() {
     let rt = runtime();
     let pv = load(&rt, "pageviews", dstream_artifacts::PAGEVIEWS);
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let urls: Vec<String> = (0..50).map(|i| format!("/page/{i}.html")).collect();
     let mut running: BTreeMap<String, u64> = BTreeMap::new();
     let mut state: Vec<(String, u64)> = Vec::new();
@@ -351,7 +338,7 @@ fn grep_keeps_exactly_the_lines_containing_the_pattern() {
 fn topk_keeps_the_top_k_per_group_across_intervals() {
     let rt = runtime();
     let topk = load(&rt, "topk", dstream_artifacts::TOPK);
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let mut best: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut state = Batch::new();
     let params = [("k".to_string(), "4".to_string())];
