@@ -475,3 +475,143 @@ fn an_output_lost_after_the_last_batch_is_rebuilt_for_the_sinks() {
     }
     assert!(c.is_finished());
 }
+
+#[test]
+fn blocks_lost_with_a_worker_are_rebuilt_at_once_in_parallel_on_the_survivors() {
+    use dstream_core::coordinator::{Command, Config, Coordinator};
+    use dstream_core::plan::{Aux, BlockId};
+    use dstream_core::wire::WorkerId;
+    use std::collections::{BTreeSet, HashMap};
+    use std::time::Instant;
+    let job = job(6, RUNNING);
+    let counts = job.node_by_name("counts").unwrap();
+    let start = Instant::now();
+    let mut c = Coordinator::new(job, Config::default(), start);
+    for w in 1..=3 {
+        c.handle_register_as(w, 2, start);
+    }
+    // Where each block was computed, and the tasks of each drain.
+    let mut on: HashMap<BlockId, WorkerId> = HashMap::new();
+    let mut done = Vec::new();
+    // Sends every command; returns the tasks started, without finishing
+    // them.
+    let poll = |c: &mut Coordinator, done: &mut Vec<u64>| {
+        let mut ran = Vec::new();
+        while let Some(cmd) = c.poll_command() {
+            match cmd {
+                Command::RunTask { worker, task, .. } => ran.push((worker, task.output)),
+                Command::BatchDone { batch, .. } => {
+                    c.handle_output_written(batch);
+                    done.push(batch);
+                }
+                Command::Failed { message } => panic!("{message}"),
+                _ => {}
+            }
+        }
+        ran
+    };
+    // Finishes tasks as they start until nothing runs.
+    let drive = |c: &mut Coordinator,
+                 now: Instant,
+                 mut ran: Vec<(WorkerId, BlockId)>,
+                 on: &mut HashMap<BlockId, WorkerId>,
+                 done: &mut Vec<u64>| {
+        while !ran.is_empty() {
+            for (w, b) in ran {
+                on.insert(b, w);
+                c.handle_task_done(w, b, 10, now);
+            }
+            ran = poll(c, done);
+        }
+    };
+    let beat = |c: &mut Coordinator, now: Instant| {
+        for w in c.workers().collect::<Vec<_>>() {
+            c.handle_heartbeat(w, now);
+        }
+    };
+    let mut now = start;
+    while done.len() < 3 {
+        now = c.poll_timeout().unwrap();
+        beat(&mut c, now);
+        c.handle_timeout(now);
+        let ran = poll(&mut c, &mut done);
+        drive(&mut c, now, ran, &mut on, &mut done);
+    }
+    assert_eq!(c.running_batch(), None);
+    // The running counts after batch 3 that worker 1 computed (and holds
+    // alone).
+    let state = |batch: u64, on: &HashMap<BlockId, WorkerId>, w: WorkerId| -> BTreeSet<BlockId> {
+        on.iter()
+            .filter(|(b, x)| {
+                b.dataset.node == counts
+                    && b.dataset.batch == batch
+                    && b.dataset.aux == Aux::Main
+                    && **x == w
+            })
+            .map(|(b, _)| *b)
+            .collect()
+    };
+    let held = state(3, &on, 1);
+    assert!(!held.is_empty(), "worker 1 holds no state");
+
+    // Worker 1 is lost between batches, long before batch 4 is due: the
+    // rebuild starts at once, not when batch 4 asks for its state.
+    let lost_at = now + Duration::from_millis(10);
+    assert!(lost_at < start + Duration::from_millis(400));
+    c.handle_worker_lost(1, lost_at);
+    let first = poll(&mut c, &mut done);
+    let workers: BTreeSet<WorkerId> = first.iter().map(|r| r.0).collect();
+    assert_eq!(
+        workers,
+        BTreeSet::from([2, 3]),
+        "not rebuilt in parallel on both survivors: {first:?}"
+    );
+    assert_eq!(c.running_batch(), None, "batch 4 started early");
+    on.clear();
+    drive(&mut c, lost_at, first, &mut on, &mut done);
+    // Every lost running count was rebuilt (with its lineage: the
+    // generator, map and state tasks of batches 1-3), before batch 4.
+    let rebuilt: BTreeSet<BlockId> = on.keys().copied().filter(|b| held.contains(b)).collect();
+    assert_eq!(rebuilt, held);
+    assert!(on.len() > held.len(), "no lineage recomputed: {on:?}");
+    assert!(c.stats().tasks_recomputed as usize >= on.len());
+    for b in &held {
+        let holders = c.locate(*b, lost_at);
+        assert!(
+            !holders.is_empty() && !holders.contains(&1),
+            "{b}: {holders:?}"
+        );
+    }
+    assert!(poll(&mut c, &mut done).is_empty(), "asked again");
+    assert_eq!(done, [1, 2, 3]);
+
+    // Batch 4 runs; then worker 2 is lost just before batch 5 is due, and
+    // batch 5 starts while the rebuild still runs: it takes the rebuild
+    // over instead of waiting for it.
+    while done.len() < 4 {
+        now = c.poll_timeout().unwrap();
+        beat(&mut c, now);
+        c.handle_timeout(now);
+        let ran = poll(&mut c, &mut done);
+        drive(&mut c, now, ran, &mut on, &mut done);
+    }
+    let held = state(4, &on, 2);
+    assert!(!held.is_empty(), "worker 2 holds no state");
+    let due5 = start + Duration::from_millis(500);
+    c.handle_worker_lost(2, due5 - Duration::from_millis(1));
+    let rebuilding = poll(&mut c, &mut done);
+    assert!(!rebuilding.is_empty());
+    assert!(rebuilding.iter().all(|r| r.0 == 3));
+    assert_eq!(c.running_batch(), None);
+    beat(&mut c, due5);
+    c.handle_timeout(due5);
+    assert_eq!(c.running_batch(), Some(5), "batch 5 waits for the rebuild");
+    let mut ran = rebuilding;
+    ran.extend(poll(&mut c, &mut done));
+    on.clear();
+    drive(&mut c, due5, ran, &mut on, &mut done);
+    assert_eq!(done, [1, 2, 3, 4, 5]);
+    assert!(held.iter().all(|b| on.contains_key(b)), "not rebuilt");
+    // Batch 5's state updates ran where their inputs were: on worker 3.
+    assert_eq!(state(5, &on, 3).len(), 6);
+}

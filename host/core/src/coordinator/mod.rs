@@ -256,6 +256,20 @@ struct Batch {
 }
 
 impl Batch {
+    /// Takes over the tasks of `r`, a batch that only rebuilds lost blocks
+    /// (of earlier batches, so none is one of this batch's own).
+    fn take_over(&mut self, r: Batch) {
+        debug_assert_eq!(r.number, REBUILD);
+        self.pending.extend(r.pending);
+        self.blocked.extend(r.blocked);
+        for (block, waiting) in r.waiters {
+            self.waiters.entry(block).or_default().extend(waiting);
+        }
+        self.running.extend(r.running);
+        self.outputs.extend(r.outputs);
+        self.tasks.extend(r.tasks);
+    }
+
     /// Puts `block`'s run in its stage's watch list while it runs as a
     /// single attempt, and takes it out otherwise.
     fn rewatch(&mut self, block: BlockId) {
@@ -570,7 +584,7 @@ impl Coordinator {
     /// out of scheduling at once, as if its heartbeats had stopped.
     pub fn handle_worker_lost(&mut self, worker: WorkerId, now: Instant) {
         if self.workers.contains_key(&worker) {
-            self.lose(worker);
+            self.lose(worker, now);
             self.schedule(now);
         }
     }
@@ -798,7 +812,7 @@ impl Coordinator {
             .map(|(id, _)| *id)
             .collect();
         for id in lost {
-            self.lose(id);
+            self.lose(id, now);
         }
         self.schedule(now);
     }
@@ -848,7 +862,7 @@ impl Coordinator {
         self.start + self.job.interval * batch as u32
     }
 
-    fn lose(&mut self, id: WorkerId) {
+    fn lose(&mut self, id: WorkerId, now: Instant) {
         self.workers.remove(&id);
         self.commands.push_back(Command::WorkerLost { worker: id });
         for w in self.receivers.values_mut() {
@@ -867,6 +881,7 @@ impl Coordinator {
         // it are the recovery's work.
         let Some(mut b) = self.current.take() else {
             self.place_receivers();
+            self.recover_orphans(now);
             return;
         };
         for r in b.running.values_mut() {
@@ -898,6 +913,35 @@ impl Coordinator {
         }
         self.current = Some(b);
         self.place_receivers();
+        self.recover_orphans(now);
+    }
+
+    /// Recovery at the moment of a loss: every stored block of an earlier
+    /// batch left without a holder (state, window contents, outputs the
+    /// sinks have not written, checkpointed datasets) is queued at once,
+    /// with its lineage back to the last checkpoint or the replicated
+    /// input, in the running batch `b` or, between batches, in a batch of
+    /// its own that the next one takes over when it is due. The tasks run
+    /// in parallel on every surviving worker with a free slot. Blocks that
+    /// cannot be recomputed (received input lost with both its copies) are
+    /// left to fail the job only if a task needs them.
+    fn recover_orphans(&mut self, now: Instant) {
+        let b = self.current.take();
+        let before = b.as_ref().map_or(REBUILD, |b| b.number);
+        self.recover.extend(
+            self.blocks
+                .iter()
+                .filter(|(id, (h, _))| h.is_empty() && id.dataset.batch < before)
+                .map(|(id, _)| *id),
+        );
+        if self.recover.is_empty() || self.workers.is_empty() {
+            // With no worker left, they are asked for again when needed.
+            self.current = b;
+            return;
+        }
+        let mut b = b.unwrap_or_else(|| Batch::rebuild(now));
+        self.recover_into(&mut b);
+        self.current = Some(b);
     }
 
     /// Queues `task`: ready when its inputs are stored, else blocked on the
@@ -993,7 +1037,10 @@ impl Coordinator {
 
     /// Starts the due batch and places every task that can run.
     fn schedule(&mut self, now: Instant) {
-        if self.current.is_none()
+        // A batch that only rebuilds lost blocks does not hold up the next
+        // one: the next one takes its tasks over.
+        let rebuilding = self.current.as_ref().is_some_and(|b| b.number == REBUILD);
+        if (self.current.is_none() || rebuilding)
             && now >= self.due(self.next_batch)
             && !self.workers.is_empty()
             && self.config.last_batch.is_none_or(|l| self.next_batch <= l)
@@ -1029,6 +1076,9 @@ impl Coordinator {
                 outputs: BTreeSet::new(),
                 tasks,
             };
+            if let Some(r) = self.current.take() {
+                b.take_over(r);
+            }
             for task in plan.stages.into_iter().flatten() {
                 self.enqueue(&mut b, task);
             }
