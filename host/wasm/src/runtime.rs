@@ -117,6 +117,11 @@ impl Runtime {
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // `perf record` can name the JIT-compiled functions of plugins when
+        // DSTREAM_WASM_PERFMAP is set (wasmtime writes /tmp/perf-PID.map).
+        if std::env::var_os("DSTREAM_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         #[cfg(feature = "component-model-async")]
         config.wasm_component_model_async(true);
         let page = 64 << 10;
