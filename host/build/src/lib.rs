@@ -188,7 +188,7 @@ pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
     wit_component::ComponentEncoder::default()
         .validate(true)
         .module(module)
-        .and_then(|e| e.encode())
+        .and_then(|mut e| e.encode())
         .map_err(|e| format!("{e:#}"))
 }
 
