@@ -8,6 +8,7 @@ mod codec;
 mod group;
 mod operator;
 pub mod params;
+pub mod text;
 
 #[cfg(target_arch = "wasm32")]
 mod guest;

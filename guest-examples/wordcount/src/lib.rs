@@ -1,9 +1,12 @@
 //! Word count: split lines into words, sum the counts per word.
 
 /// Splits a line into words (runs of non-whitespace), each counting 1.
+///
+/// `dstream::text::words` gives the words of `split_ascii_whitespace`,
+/// found 16 bytes at a time (SIMD in the sandbox too).
 #[dstream::flat_map]
 pub fn split(line: &str) -> impl Iterator<Item = (&str, u64)> {
-    line.split_ascii_whitespace().map(|w| (w, 1))
+    dstream::text::words(line).map(|w| (w, 1))
 }
 
 /// Adds two counts of one word.
