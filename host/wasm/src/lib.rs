@@ -35,7 +35,7 @@ mod runtime;
 
 pub use error::Error;
 pub use host::GUEST_LOG_TARGET;
-pub use plugin::{Plugin, Stage};
+pub use plugin::{PIECE_BYTES, Plugin, Stage};
 pub use runtime::{Cancel, Limits, Runtime};
 
 /// The version of the `dstream:plugin` WIT package this host speaks.

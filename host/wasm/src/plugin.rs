@@ -32,6 +32,67 @@ impl<'a> BatchRef<'a> {
     }
 }
 
+/// Input bytes per call when a record-wise operator (map, flat-map, filter,
+/// or a pipeline of them) runs over a partition: it runs in several calls
+/// inside one instance, each over a piece of about this size (whole
+/// records), small enough for the guest's copy of it to stay in the core's
+/// cache while the guest reads it, and only one piece's pages are reset when
+/// the instance goes. Grep over 1M records of 100 bytes: 0.40 -> 0.47 of
+/// native (one piece vs 1 MiB pieces; 256 KiB measured as good). A fixed
+/// size, the same on every node, so a plugin that (wrongly) keeps state
+/// from call to call still gives the same bytes everywhere.
+pub const PIECE_BYTES: usize = 256 << 10;
+
+/// A partition cut into pieces of about [`PIECE_BYTES`] (whole records),
+/// each with its bounds rebased to 0 as the guest's `batch` wants them.
+struct Pieces<'a> {
+    data: &'a [u8],
+    /// Per piece: its first record and its rebased bounds.
+    pieces: Vec<(u32, Vec<u32>)>,
+    /// Per piece: its byte range in `data`.
+    ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl<'a> Pieces<'a> {
+    fn of(b: &'a Batch) -> Result<Self, Error> {
+        BatchRef::of(b)?; // the size check
+        let bounds = b.bounds();
+        let mut pieces = Vec::new();
+        let mut ranges = Vec::new();
+        for r in b.cuts(PIECE_BYTES) {
+            let bs = &bounds[2 * r.start..=2 * r.end];
+            let base = bs[0];
+            ranges.push(base as usize..bs[bs.len() - 1] as usize);
+            pieces.push((r.start as u32, bs.iter().map(|x| x - base).collect()));
+        }
+        if pieces.is_empty() {
+            // An empty batch is still one call.
+            pieces.push((0, vec![0]));
+            ranges.push(0..0);
+        }
+        Ok(Self {
+            data: b.data(),
+            pieces,
+            ranges,
+        })
+    }
+
+    fn iter(&self) -> impl Iterator<Item = BatchRef<'_>> {
+        self.pieces
+            .iter()
+            .zip(&self.ranges)
+            .map(|((_, bounds), r)| BatchRef {
+                data: &self.data[r.clone()],
+                bounds,
+            })
+    }
+
+    /// The first record of each piece.
+    fn starts(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pieces.iter().map(|(start, _)| *start)
+    }
+}
+
 /// One stage of [`Plugin::pipeline`]: an operator and its parameters.
 #[derive(Clone, Debug, PartialEq, Eq, ComponentType, Lower)]
 #[component(record)]
@@ -243,6 +304,30 @@ impl Plugin {
         P: ComponentNamedList + Lower,
         R: ComponentNamedList + Lift,
     {
+        let mut out = None;
+        self.invoke_each(operator, idx, std::iter::once(args), |r| {
+            out = Some(r);
+            Ok(())
+        })?;
+        Ok(out.expect("one call"))
+    }
+
+    /// Runs one export once per item of `args`, one after the other in one
+    /// fresh instance, handing each result to `each`; stops at the first
+    /// error. (Pieces of one partition: the guest's input buffer is reused
+    /// from call to call while it is still in the core's cache, and only
+    /// the pages of one piece are reset when the instance goes.)
+    fn invoke_each<P, R>(
+        &self,
+        operator: &str,
+        idx: &ComponentExportIndex,
+        args: impl IntoIterator<Item = P>,
+        mut each: impl FnMut(R) -> Result<(), Error>,
+    ) -> Result<(), Error>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift,
+    {
         let cancelled = || {
             crate::Cancel::current()
                 .is_some_and(|c| c.is_cancelled())
@@ -274,7 +359,21 @@ impl Plugin {
                 plugin: self.name.clone(),
                 message: format!("{e:#}"),
             })?;
-        let result = func.call(&mut store, args);
+        let mut result = Ok(());
+        for args in args {
+            match func.call(&mut store, args) {
+                Ok(r) => {
+                    if let Err(e) = each(r) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    result = Err(self.classify(operator, &store, e));
+                    break;
+                }
+            }
+        }
         let state = store.data();
         if state.dropped_logs > 0 {
             tracing::warn!(
@@ -285,7 +384,7 @@ impl Plugin {
                 crate::host::MAX_LOGS_PER_CALL
             );
         }
-        result.map_err(|e| self.classify(operator, &store, e))
+        result
     }
 
     fn classify(&self, operator: &str, store: &Store<HostState>, e: wasmtime::Error) -> Error {
@@ -366,8 +465,37 @@ impl Plugin {
             OperatorKind::Filter => return self.filter(op, params, input),
             OperatorKind::Inverse | OperatorKind::UpdateState => unreachable!("two inputs"),
         };
+        if matches!(kind, OperatorKind::Map | OperatorKind::FlatMap) {
+            // Record by record: in pieces, the outputs one after the other.
+            let pieces = Pieces::of(input)?;
+            return self.concat_each(op, idx, pieces.iter().map(|p| (op, params, p)));
+        }
         let (r,): BatchResult = self.invoke(op, idx, (op, params, BatchRef::of(input)?))?;
         self.output(op, r)
+    }
+
+    /// Runs a record-wise export (map, flat-map, or a pipeline of them) once
+    /// per piece of a partition ([`Pieces`]), in one instance, and puts the
+    /// outputs one after the other: the output of the whole partition.
+    fn concat_each<P>(
+        &self,
+        label: &str,
+        idx: &ComponentExportIndex,
+        args: impl Iterator<Item = P>,
+    ) -> Result<Batch, Error>
+    where
+        P: ComponentNamedList + Lower,
+    {
+        let mut out: Option<Batch> = None;
+        self.invoke_each(label, idx, args, |(r,): BatchResult| {
+            let b = self.output(label, r)?;
+            match &mut out {
+                None => out = Some(b),
+                Some(o) => o.extend_from(&b),
+            }
+            Ok(())
+        })?;
+        Ok(out.unwrap_or_default())
     }
 
     /// Applies the map `op` to every record of `input`.
@@ -395,9 +523,20 @@ impl Plugin {
     /// back from the guest; the records are copied here.
     pub fn filter(&self, op: &str, params: &Params, input: &Batch) -> Result<Batch, Error> {
         self.check(op, &[OperatorKind::Filter], params)?;
-        let (r,): (Result<Vec<u32>, wit::OpError>,) =
-            self.invoke(op, &self.exports.filter, (op, params, BatchRef::of(input)?))?;
-        let keep = r.map_err(|e| self.op_error(op, e))?;
+        let pieces = Pieces::of(input)?;
+        let mut keep = Vec::new();
+        let mut starts = pieces.starts();
+        self.invoke_each(
+            op,
+            &self.exports.filter,
+            pieces.iter().map(|p| (op, params, p)),
+            |(r,): (Result<Vec<u32>, wit::OpError>,)| {
+                let start = starts.next().expect("one start per piece");
+                let kept = r.map_err(|e| self.op_error(op, e))?;
+                keep.extend(kept.into_iter().map(|i| i.saturating_add(start)));
+                Ok(())
+            },
+        )?;
         input.select(&keep).map_err(|e| Error::BadOutput {
             plugin: self.name.clone(),
             operator: op.to_string(),
@@ -452,6 +591,19 @@ impl Plugin {
             .map(|s| s.op.as_str())
             .collect::<Vec<_>>()
             .join("+");
+        let record_wise = stages.iter().all(|s| {
+            self.info.operator(&s.op).is_some_and(|o| {
+                matches!(
+                    o.kind,
+                    OperatorKind::Map | OperatorKind::FlatMap | OperatorKind::Filter
+                )
+            })
+        });
+        if record_wise {
+            let pieces = Pieces::of(input)?;
+            let args = pieces.iter().map(|p| (stages, p));
+            return self.concat_each(&label, &self.exports.pipeline, args);
+        }
         let (r,): BatchResult = self.invoke(
             &label,
             &self.exports.pipeline,

@@ -187,8 +187,14 @@ fn word_counts(lines: &[String]) -> HashMap<String, u64> {
 fn wordcount_split_sum_and_pipeline_match_a_plain_loop() {
     let rt = runtime();
     let wc = load(&rt, "wordcount", dstream_artifacts::WORDCOUNT);
-    let text = lines(11, 5000);
+    let mut text = lines(11, 20_000);
+    // Every kind of ASCII whitespace (and vertical tab, which is not), long
+    // words across the 16- and 64-byte edges of the SIMD word splitter.
+    text.push("a\tb\nc\x0cd\re\x0bf  \t ".into());
+    text.push(format!("{} {} x", "w".repeat(63), "é".repeat(40)));
     let input = batch_of(&text);
+    // Several pieces (calls) in one instance.
+    assert!(input.byte_len() > 2 * dstream_wasm::PIECE_BYTES);
     let expected = word_counts(&text);
 
     let words = wc.flat_map("split", &[], &input).unwrap();
@@ -208,11 +214,13 @@ fn wordcount_split_sum_and_pipeline_match_a_plain_loop() {
     assert_eq!(got, expected);
     assert_eq!(got.len(), summed.len());
 
-    // The fused pipeline gives the very same bytes as the two calls.
+    // The fused pipeline gives the very same bytes as the two calls, and a
+    // record-wise one (run in pieces) those of its one call.
     assert_eq!(
         wc.pipeline(&stages(&["split", "sum"]), &input).unwrap(),
         summed
     );
+    assert_eq!(wc.pipeline(&stages(&["split"]), &input).unwrap(), words);
     // Keys come out in order of first appearance.
     let first: Vec<String> = text
         .iter()
@@ -304,6 +312,7 @@ fn grep_keeps_exactly_the_lines_containing_the_pattern() {
     let grep = load(&rt, "grep", dstream_artifacts::GREP);
     let text = lines(3, 20_000);
     let input = batch_of(&text);
+    assert!(input.byte_len() > 2 * dstream_wasm::PIECE_BYTES);
     for pattern in ["needle", "é", "a", "stream batch", "absent-pattern"] {
         let params = [("pattern".to_string(), pattern.to_string())];
         let kept = grep.filter("grep", &params, &input).unwrap();
