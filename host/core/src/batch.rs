@@ -191,11 +191,18 @@ impl Batch {
         let mut start = 0;
         while start < self.len() {
             let base = self.bounds[2 * start] as usize;
-            // The last record ending within the budget, at least one record.
-            let mut end = start + 1;
-            while end < self.len() && self.bounds[2 * end + 2] as usize - base <= max_bytes {
-                end += 1;
+            // The last record ending within the budget, at least one record
+            // (record e - 1 ends at bounds[2e], ascending: a binary search).
+            let (mut lo, mut hi) = (start + 1, self.len());
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                if self.bounds[2 * mid] as usize - base <= max_bytes {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
             }
+            let end = lo;
             out.push(start..end);
             start = end;
         }
@@ -240,6 +247,10 @@ mod tests {
                 assert!(!r.is_empty());
                 let piece = b.slice(r.clone());
                 assert!(piece.byte_len() <= max || piece.len() == 1, "max {max}");
+                // As long as it can be: one more record would not fit.
+                if r.end < b.len() {
+                    assert!(b.slice(r.start..r.end + 1).byte_len() > max, "max {max}");
+                }
                 assert_eq!(
                     piece.iter().collect::<Vec<_>>(),
                     b.iter().skip(r.start).take(r.len()).collect::<Vec<_>>()
