@@ -920,7 +920,7 @@ impl Coordinator {
     /// batch left without a holder (state, window contents, outputs the
     /// sinks have not written, checkpointed datasets) is queued at once,
     /// with its lineage back to the last checkpoint or the replicated
-    /// input, in the running batch `b` or, between batches, in a batch of
+    /// input, in the running batch or, between batches, in a batch of
     /// its own that the next one takes over when it is due. The tasks run
     /// in parallel on every surviving worker with a free slot. Blocks that
     /// cannot be recomputed (received input lost with both its copies) are
