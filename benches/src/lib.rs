@@ -10,7 +10,8 @@
 //!   combined within the partition.
 //!
 //! The three ways are: the Wasm component through the host
-//! ([`dstream_wasm::Plugin`], one call and one fresh instance per partition),
+//! ([`dstream_wasm::Plugin`], one call and one fresh instance per partition,
+//! the guest called once per [`dstream_wasm::PIECE_BYTES`] piece inside it),
 //! the same guest crate compiled natively and called through the SDK's native
 //! path ([`dstream_sdk::Plugin`]), and a hand-written loop over the batch
 //! ([`grep_by_hand`], [`wordcount_by_hand`]).
@@ -249,7 +250,8 @@ impl Grep {
         }
     }
 
-    /// The Wasm operator through the host: one call, one fresh instance.
+    /// The Wasm operator through the host: one call, one fresh instance (the
+    /// guest called once per piece inside it).
     pub fn wasm(&self, input: &Batch) -> Batch {
         self.plugin
             .filter("grep", &self.params, input)

@@ -8,7 +8,8 @@
 //! imports nothing but `dstream:plugin/host`, fits the size limit), compiles it
 //! once and asks it to `describe` itself. The [`Plugin`] it returns runs an
 //! operator over a whole partition per call, each call in a fresh instance
-//! under a memory limit and an epoch deadline (and, inside [`Cancel::scope`],
+//! (record-wise kinds call the guest once per [`PIECE_BYTES`] piece inside
+//! it) under a memory limit and an epoch deadline (and, inside [`Cancel::scope`],
 //! a cancellation token); traps, timeouts and guest errors
 //! come back as typed [`Error`]s naming plugin, operator and cause, and the
 //! next call runs as if nothing happened.

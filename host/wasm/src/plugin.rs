@@ -93,6 +93,13 @@ impl<'a> Pieces<'a> {
     }
 }
 
+/// `e`, raised over a piece whose first record is `start`, with its record
+/// numbered in the whole partition.
+fn in_partition(mut e: wit::OpError, start: u32) -> wit::OpError {
+    e.record = e.record.map(|i| i.saturating_add(start));
+    e
+}
+
 /// One stage of [`Plugin::pipeline`]: an operator and its parameters.
 #[derive(Clone, Debug, PartialEq, Eq, ComponentType, Lower)]
 #[component(record)]
@@ -108,7 +115,9 @@ type BatchResult = (Result<wit::Batch, wit::OpError>,);
 
 /// A validated, compiled plugin. Every call runs in a fresh instance (taken
 /// from the pool), so no state leaks from one call to the next and a call that
-/// failed leaves nothing behind. Cheap to share across threads.
+/// failed leaves nothing behind; a record-wise call (map, flat-map, filter,
+/// a pipeline of them) calls the guest once per [`PIECE_BYTES`] piece of its
+/// partition inside that instance. Cheap to share across threads.
 pub struct Plugin {
     runtime: Runtime,
     name: String,
@@ -468,7 +477,8 @@ impl Plugin {
         if matches!(kind, OperatorKind::Map | OperatorKind::FlatMap) {
             // Record by record: in pieces, the outputs one after the other.
             let pieces = Pieces::of(input)?;
-            return self.concat_each(op, idx, pieces.iter().map(|p| (op, params, p)));
+            let args = pieces.iter().map(|p| (op, params, p));
+            return self.concat_each(op, idx, &pieces, args);
         }
         let (r,): BatchResult = self.invoke(op, idx, (op, params, BatchRef::of(input)?))?;
         self.output(op, r)
@@ -481,14 +491,17 @@ impl Plugin {
         &self,
         label: &str,
         idx: &ComponentExportIndex,
+        pieces: &Pieces<'_>,
         args: impl Iterator<Item = P>,
     ) -> Result<Batch, Error>
     where
         P: ComponentNamedList + Lower,
     {
         let mut out: Option<Batch> = None;
+        let mut starts = pieces.starts();
         self.invoke_each(label, idx, args, |(r,): BatchResult| {
-            let b = self.output(label, r)?;
+            let start = starts.next().expect("one start per piece");
+            let b = self.output(label, r.map_err(|e| in_partition(e, start)))?;
             match &mut out {
                 None => out = Some(b),
                 Some(o) => o.extend_from(&b),
@@ -532,7 +545,7 @@ impl Plugin {
             pieces.iter().map(|p| (op, params, p)),
             |(r,): (Result<Vec<u32>, wit::OpError>,)| {
                 let start = starts.next().expect("one start per piece");
-                let kept = r.map_err(|e| self.op_error(op, e))?;
+                let kept = r.map_err(|e| self.op_error(op, in_partition(e, start)))?;
                 keep.extend(kept.into_iter().map(|i| i.saturating_add(start)));
                 Ok(())
             },
@@ -602,7 +615,7 @@ impl Plugin {
         if record_wise {
             let pieces = Pieces::of(input)?;
             let args = pieces.iter().map(|p| (stages, p));
-            return self.concat_each(&label, &self.exports.pipeline, args);
+            return self.concat_each(&label, &self.exports.pipeline, &pieces, args);
         }
         let (r,): BatchResult = self.invoke(
             &label,

@@ -165,6 +165,17 @@ fn a_guest_error_names_the_record() {
         e.to_string(),
         "operator `hostile/fail` failed at record 2: refusing \"so bad\""
     );
+    // A partition run in several pieces numbers the record in the whole
+    // partition, not in its piece.
+    let line = "x".repeat(1000);
+    let mut many: Vec<&str> = vec![&line; 3 * dstream_wasm::PIECE_BYTES / 1000];
+    let at = many.len() - 5;
+    many[at] = "bad one";
+    let e = h.map("fail", &[], &lines(&many)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("operator `hostile/fail` failed at record {at}: refusing \"bad one\"")
+    );
     still_healthy(&rt, &h);
 }
 
