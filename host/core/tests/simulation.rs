@@ -603,6 +603,8 @@ fn blocks_lost_with_a_worker_are_rebuilt_at_once_in_parallel_on_the_survivors() 
     assert!(!rebuilding.is_empty());
     assert!(rebuilding.iter().all(|r| r.0 == 3));
     assert_eq!(c.running_batch(), None);
+    // The coordinator asks to be woken when batch 5 is due, rebuild or not.
+    assert_eq!(c.poll_timeout(), Some(due5));
     beat(&mut c, due5);
     c.handle_timeout(due5);
     assert_eq!(c.running_batch(), Some(5), "batch 5 waits for the rebuild");
@@ -614,4 +616,57 @@ fn blocks_lost_with_a_worker_are_rebuilt_at_once_in_parallel_on_the_survivors() 
     assert!(held.iter().all(|b| on.contains_key(b)), "not rebuilt");
     // Batch 5's state updates ran where their inputs were: on worker 3.
     assert_eq!(state(5, &on, 3).len(), 6);
+}
+
+#[test]
+fn a_worker_lost_after_the_job_ended_rebuilds_nothing() {
+    use dstream_core::coordinator::{Command, Config, Coordinator};
+    use std::time::Instant;
+    let start = Instant::now();
+    let config = Config {
+        last_batch: Some(2),
+        ..Config::default()
+    };
+    let mut c = Coordinator::new(job(4, RUNNING), config, start);
+    c.handle_register_as(1, 2, start);
+    c.handle_register_as(2, 2, start);
+    let mut now = start;
+    let mut done = 0;
+    while done < 2 {
+        now = c.poll_timeout().unwrap();
+        c.handle_heartbeat(1, now);
+        c.handle_heartbeat(2, now);
+        c.handle_timeout(now);
+        loop {
+            let mut ran = Vec::new();
+            while let Some(cmd) = c.poll_command() {
+                match cmd {
+                    Command::RunTask { worker, task, .. } => ran.push((worker, task.output)),
+                    Command::BatchDone { batch, .. } => {
+                        c.handle_output_written(batch);
+                        done += 1;
+                    }
+                    _ => {}
+                }
+            }
+            if ran.is_empty() {
+                break;
+            }
+            for (w, b) in ran {
+                c.handle_task_done(w, b, 10, now);
+            }
+        }
+    }
+    assert!(c.is_finished());
+    // The final running counts are still stored, but no batch will read
+    // them: losing their worker rebuilds nothing.
+    c.handle_worker_lost(1, now);
+    while let Some(cmd) = c.poll_command() {
+        assert!(
+            !matches!(cmd, Command::RunTask { .. } | Command::Failed { .. }),
+            "{cmd:?}"
+        );
+    }
+    assert!(c.is_finished());
+    assert_eq!(c.stats().tasks_recomputed, 0);
 }

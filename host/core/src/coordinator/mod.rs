@@ -370,7 +370,8 @@ pub struct Coordinator {
     held: BTreeMap<u64, Vec<BlockId>>,
     /// Each receiver source and the worker running it (if any).
     receivers: BTreeMap<NodeId, Option<WorkerId>>,
-    /// Blocks to recompute with the next batch (asked for between batches).
+    /// Blocks to recompute (asked for by `locate`, or left without a holder
+    /// by a lost worker), queued with the running batch or the next one.
     recover: BTreeSet<BlockId>,
     /// The last complete checkpoint and the datasets in it: lost blocks of
     /// these datasets are read back rather than recomputed.
@@ -824,9 +825,13 @@ impl Coordinator {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let next_due = if self.config.last_batch.is_some_and(|l| self.next_batch > l) {
+            None
+        } else {
+            Some(self.due(self.next_batch))
+        };
         let due = match &self.current {
-            None if self.config.last_batch.is_some_and(|l| self.next_batch > l) => None,
-            None => Some(self.due(self.next_batch)),
+            None => next_due,
             Some(b) => {
                 let wake = b.pending.iter().filter_map(|p| p.wake).min();
                 // The oldest single attempt of each stage not yet looked at.
@@ -841,10 +846,10 @@ impl Coordinator {
                             .find(|t| *t > self.last_pass)
                     })
                     .min();
-                match (wake, straggler) {
-                    (Some(a), Some(c)) => Some(a.min(c)),
-                    (a, c) => a.or(c),
-                }
+                // A batch that only rebuilds lets the next one start when
+                // it is due (it takes the rebuild over).
+                let next = next_due.filter(|_| b.number == REBUILD);
+                [wake, straggler, next].into_iter().flatten().min()
             }
         };
         let heartbeat = self
@@ -928,10 +933,24 @@ impl Coordinator {
     fn recover_orphans(&mut self, now: Instant) {
         let b = self.current.take();
         let before = b.as_ref().map_or(REBUILD, |b| b.number);
+        // Still needed: read by a batch after the last finished one (not
+        // past the job's last batch), or held for the sinks or a checkpoint.
+        let running = b.as_ref().is_some_and(|b| b.number != REBUILD);
+        let last_done = self.next_batch - 1 - u64::from(running);
+        let keep = if self.config.last_batch.is_some_and(|l| last_done >= l) {
+            BTreeSet::new()
+        } else {
+            Planner::new(&self.job).needed_after(last_done)
+        };
+        let held = self.held_blocks();
         self.recover.extend(
             self.blocks
                 .iter()
-                .filter(|(id, (h, _))| h.is_empty() && id.dataset.batch < before)
+                .filter(|(id, (h, _))| {
+                    h.is_empty()
+                        && id.dataset.batch < before
+                        && (keep.contains(&id.dataset) || held.contains(id))
+                })
                 .map(|(id, _)| *id),
         );
         if self.recover.is_empty() || self.workers.is_empty() {
