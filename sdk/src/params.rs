@@ -2,7 +2,8 @@
 //!
 //! An operator that takes parameters names a type implementing [`Params`] as
 //! its last argument, by reference. Parameters are parsed once per call (once
-//! per partition), never per record. Derive the trait for plain structs:
+//! per partition, or per 256 KiB piece of it for record-wise operators),
+//! never per record. Derive the trait for plain structs:
 //!
 //! ```
 //! use dstream_sdk as dstream;

@@ -194,7 +194,7 @@ fn main() {
     let empty = Batch::new();
     let each = |f: &dyn Fn(&Batch)| parts.iter().for_each(f);
     let mut variants = [
-        Variant::new("grep / wasm (1 call per partition)", RECORDS, || {
+        Variant::new("grep / wasm (1 instance per partition)", RECORDS, || {
             each(&|p| drop(black_box(grep.wasm(p))))
         }),
         Variant::new("grep / native (SDK)", RECORDS, || {

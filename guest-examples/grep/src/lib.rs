@@ -3,7 +3,8 @@
 use dstream::{ParamSpec, Params, RawParams};
 use memchr::memmem::Finder;
 
-/// The parameters of `grep`: the pattern, prepared once per partition.
+/// The parameters of `grep`: the pattern, prepared once per call (a
+/// partition, or a 256 KiB piece of one).
 #[derive(Debug)]
 pub struct Pattern {
     finder: Finder<'static>,

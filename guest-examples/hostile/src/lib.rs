@@ -73,7 +73,7 @@ pub mod bad_select {
     pub const OPERATOR: dstream::Operator = dstream::Operator {
         name: "bad_select",
         kind: dstream::Kind::Filter,
-        description: "returns indices out of order",
+        description: "returns indices 1..=n for n records: the last is past the end",
         params: <() as dstream::Params>::specs,
         input: (dstream::Encoding::None, dstream::Encoding::Bytes),
         output: (dstream::Encoding::None, dstream::Encoding::Bytes),
@@ -84,7 +84,7 @@ pub mod bad_select {
         _: &dstream::RawParams<'_>,
         keep: &mut Vec<u32>,
     ) -> Result<(), dstream::OpError> {
-        keep.extend((0..input.len() as u32).rev());
+        keep.extend(1..=input.len() as u32);
         Ok(())
     }
 }

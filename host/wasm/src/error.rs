@@ -199,6 +199,20 @@ pub enum Error {
         message: String,
     },
 
+    /// A record-wise call's output, gathered piece by piece, grew past the
+    /// memory limit (what one call's output could reach inside the guest).
+    #[error(
+        "operator `{plugin}/{operator}` produced over {limit} bytes of output for one partition (the memory limit) and was stopped"
+    )]
+    OutputLimit {
+        /// Plugin name.
+        plugin: String,
+        /// Operator name.
+        operator: String,
+        /// The limit.
+        limit: usize,
+    },
+
     /// A batch too large for a 32-bit guest.
     #[error("a batch of {bytes} bytes cannot be passed to a 32-bit guest")]
     BatchTooLarge {

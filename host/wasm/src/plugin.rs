@@ -91,10 +91,19 @@ impl<'a> Pieces<'a> {
     fn starts(&self) -> impl Iterator<Item = u32> + '_ {
         self.pieces.iter().map(|(start, _)| *start)
     }
+
+    /// The first record of each piece and its number of records.
+    fn spans(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.pieces
+            .iter()
+            .map(|(start, bounds)| (*start, (bounds.len() / 2) as u32))
+    }
 }
 
 /// `e`, raised over a piece whose first record is `start`, with its record
-/// numbered in the whole partition.
+/// numbered in the whole partition. (In a pipeline the SDK numbers the
+/// input record for a failure in its first stage; for a later stage the
+/// number is within that stage's input, shifted all the same.)
 fn in_partition(mut e: wit::OpError, start: u32) -> wit::OpError {
     e.record = e.record.map(|i| i.saturating_add(start));
     e
@@ -499,9 +508,20 @@ impl Plugin {
     {
         let mut out: Option<Batch> = None;
         let mut starts = pieces.starts();
+        // One call's output was bounded by the guest's memory; pieces'
+        // outputs, gathered here, are held to the same bound.
+        let limit = self.runtime.limits().memory.min(u32::MAX as usize / 2);
         self.invoke_each(label, idx, args, |(r,): BatchResult| {
             let start = starts.next().expect("one start per piece");
             let b = self.output(label, r.map_err(|e| in_partition(e, start)))?;
+            let so_far = out.as_ref().map_or(0, Batch::byte_len);
+            if so_far + b.byte_len() > limit {
+                return Err(Error::OutputLimit {
+                    plugin: self.name.clone(),
+                    operator: label.to_string(),
+                    limit,
+                });
+            }
             match &mut out {
                 None => out = Some(b),
                 Some(o) => o.extend_from(&b),
@@ -538,15 +558,26 @@ impl Plugin {
         self.check(op, &[OperatorKind::Filter], params)?;
         let pieces = Pieces::of(input)?;
         let mut keep = Vec::new();
-        let mut starts = pieces.starts();
+        let mut spans = pieces.spans();
         self.invoke_each(
             op,
             &self.exports.filter,
             pieces.iter().map(|p| (op, params, p)),
             |(r,): (Result<Vec<u32>, wit::OpError>,)| {
-                let start = starts.next().expect("one start per piece");
+                let (start, len) = spans.next().expect("one span per piece");
                 let kept = r.map_err(|e| self.op_error(op, in_partition(e, start)))?;
-                keep.extend(kept.into_iter().map(|i| i.saturating_add(start)));
+                // Each index is checked against its own piece (order and the
+                // partition's range are checked by `select`).
+                if let Some(i) = kept.iter().find(|i| **i >= len) {
+                    return Err(Error::BadOutput {
+                        plugin: self.name.clone(),
+                        operator: op.to_string(),
+                        message: format!(
+                            "selection index {i} out of range (a call over {len} records)"
+                        ),
+                    });
+                }
+                keep.extend(kept.into_iter().map(|i| i + start));
                 Ok(())
             },
         )?;

@@ -187,6 +187,35 @@ fn a_malformed_filter_selection_is_refused() {
         .filter("bad_select", &[], &lines(&["a", "b"]))
         .unwrap_err();
     assert!(matches!(e, Error::BadOutput { .. }), "{e}");
+    // Over several pieces, each piece's indices are checked against that
+    // piece (one past its end would otherwise pick the next piece's first
+    // record).
+    let line = "x".repeat(1000);
+    let many = vec![line.as_str(); 3 * dstream_wasm::PIECE_BYTES / 1000];
+    let e = h.filter("bad_select", &[], &lines(&many)).unwrap_err();
+    assert!(matches!(e, Error::BadOutput { .. }), "{e}");
+    assert!(e.to_string().contains("(a call over "), "{e}");
+    still_healthy(&rt, &h);
+}
+
+#[test]
+fn the_output_of_a_call_in_pieces_is_held_to_the_memory_limit() {
+    let rt = Runtime::new(Limits {
+        memory: 4 << 20,
+        ..limits()
+    })
+    .unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    // 6 MB through a map that copies each line: every piece fits the
+    // sandbox, the whole output does not.
+    let line = "x".repeat(1000);
+    let many = vec![line.as_str(); 6_000];
+    let e = h.map("fail", &[], &lines(&many)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "operator `hostile/fail` produced over 4194304 bytes of output for one partition \
+         (the memory limit) and was stopped"
+    );
     still_healthy(&rt, &h);
 }
 
