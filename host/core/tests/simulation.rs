@@ -2,11 +2,13 @@
 //! simulated workers that finish tasks after seeded delays and send
 //! heartbeats, many intervals, no socket.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use dstream_core::coordinator::sim::Sim;
-use dstream_core::job::{Job, JobFile};
+use dstream_core::job::{Job, JobFile, NodeId};
+use dstream_core::plan::{Aux, BlockId};
+use dstream_core::wire::WorkerId;
 use dstream_core::{Encoding, OperatorInfo, OperatorKind, PluginInfo};
 
 fn job(partitions: u32, body: &str) -> Job {
@@ -476,197 +478,185 @@ fn an_output_lost_after_the_last_batch_is_rebuilt_for_the_sinks() {
     assert!(c.is_finished());
 }
 
-#[test]
-fn blocks_lost_with_a_worker_are_rebuilt_at_once_in_parallel_on_the_survivors() {
-    use dstream_core::coordinator::{Command, Config, Coordinator};
-    use dstream_core::plan::{Aux, BlockId};
-    use dstream_core::wire::WorkerId;
-    use std::collections::{BTreeSet, HashMap};
-    use std::time::Instant;
-    let job = job(6, RUNNING);
-    let counts = job.node_by_name("counts").unwrap();
-    let start = Instant::now();
-    let mut c = Coordinator::new(job, Config::default(), start);
-    for w in 1..=3 {
-        c.handle_register_as(w, 2, start);
+/// A coordinator driven by hand: tasks finish when told to, outputs are
+/// written as soon as a batch is done, a job failure panics.
+struct Hand {
+    c: dstream_core::coordinator::Coordinator,
+    /// Batches done, in order.
+    done: Vec<u64>,
+    /// Where each block was last computed.
+    on: HashMap<BlockId, WorkerId>,
+}
+
+impl Hand {
+    fn new(job: Job, config: dstream_core::coordinator::Config, workers: u32) -> (Self, Instant) {
+        let start = Instant::now();
+        let mut c = dstream_core::coordinator::Coordinator::new(job, config, start);
+        for w in 1..=workers {
+            c.handle_register_as(w, 2, start);
+        }
+        let hand = Self {
+            c,
+            done: Vec::new(),
+            on: HashMap::new(),
+        };
+        (hand, start)
     }
-    // Where each block was computed, and the tasks of each drain.
-    let mut on: HashMap<BlockId, WorkerId> = HashMap::new();
-    let mut done = Vec::new();
-    // Sends every command; returns the tasks started, without finishing
-    // them.
-    let poll = |c: &mut Coordinator, done: &mut Vec<u64>| {
+
+    /// Carries out every command; returns the tasks started (not finished).
+    fn poll(&mut self) -> Vec<(WorkerId, BlockId)> {
+        use dstream_core::coordinator::Command;
         let mut ran = Vec::new();
-        while let Some(cmd) = c.poll_command() {
+        while let Some(cmd) = self.c.poll_command() {
             match cmd {
                 Command::RunTask { worker, task, .. } => ran.push((worker, task.output)),
                 Command::BatchDone { batch, .. } => {
-                    c.handle_output_written(batch);
-                    done.push(batch);
+                    self.c.handle_output_written(batch);
+                    self.done.push(batch);
                 }
                 Command::Failed { message } => panic!("{message}"),
                 _ => {}
             }
         }
         ran
-    };
-    // Finishes tasks as they start until nothing runs.
-    let drive = |c: &mut Coordinator,
-                 now: Instant,
-                 mut ran: Vec<(WorkerId, BlockId)>,
-                 on: &mut HashMap<BlockId, WorkerId>,
-                 done: &mut Vec<u64>| {
+    }
+
+    /// Finishes `ran` at `now`, and every task they lead to, until nothing
+    /// runs.
+    fn drive(&mut self, now: Instant, mut ran: Vec<(WorkerId, BlockId)>) {
         while !ran.is_empty() {
             for (w, b) in ran {
-                on.insert(b, w);
-                c.handle_task_done(w, b, 10, now);
+                self.on.insert(b, w);
+                self.c.handle_task_done(w, b, 10, now);
             }
-            ran = poll(c, done);
+            ran = self.poll();
         }
-    };
-    let beat = |c: &mut Coordinator, now: Instant| {
-        for w in c.workers().collect::<Vec<_>>() {
-            c.handle_heartbeat(w, now);
-        }
-    };
-    let mut now = start;
-    while done.len() < 3 {
-        now = c.poll_timeout().unwrap();
-        beat(&mut c, now);
-        c.handle_timeout(now);
-        let ran = poll(&mut c, &mut done);
-        drive(&mut c, now, ran, &mut on, &mut done);
     }
-    assert_eq!(c.running_batch(), None);
-    // The running counts after batch 3 that worker 1 computed (and holds
-    // alone).
-    let state = |batch: u64, on: &HashMap<BlockId, WorkerId>, w: WorkerId| -> BTreeSet<BlockId> {
-        on.iter()
+
+    /// Every live worker's heartbeat at `now`.
+    fn beat(&mut self, now: Instant) {
+        for w in self.c.workers().collect::<Vec<_>>() {
+            self.c.handle_heartbeat(w, now);
+        }
+    }
+
+    /// Runs batches (tasks finishing at once) until `n` are done; returns
+    /// the time then.
+    fn run_until_done(&mut self, n: usize) -> Instant {
+        let mut now = None;
+        while self.done.len() < n {
+            let t = self.c.poll_timeout().unwrap();
+            self.beat(t);
+            self.c.handle_timeout(t);
+            let ran = self.poll();
+            self.drive(t, ran);
+            now = Some(t);
+        }
+        now.unwrap()
+    }
+
+    /// The blocks of `node`'s dataset of `batch` last computed on `w`.
+    fn on(&self, node: NodeId, batch: u64, w: WorkerId) -> BTreeSet<BlockId> {
+        self.on
+            .iter()
             .filter(|(b, x)| {
-                b.dataset.node == counts
+                b.dataset.node == node
                     && b.dataset.batch == batch
                     && b.dataset.aux == Aux::Main
                     && **x == w
             })
             .map(|(b, _)| *b)
             .collect()
-    };
-    let held = state(3, &on, 1);
+    }
+}
+
+#[test]
+fn blocks_lost_with_a_worker_are_rebuilt_at_once_in_parallel_on_the_survivors() {
+    let job = job(6, RUNNING);
+    let counts = job.node_by_name("counts").unwrap();
+    let (mut h, start) = Hand::new(job, Default::default(), 3);
+    let now = h.run_until_done(3);
+    assert_eq!(h.c.running_batch(), None);
+    // The running counts after batch 3 that worker 1 computed (and holds
+    // alone).
+    let held = h.on(counts, 3, 1);
     assert!(!held.is_empty(), "worker 1 holds no state");
 
     // Worker 1 is lost between batches, long before batch 4 is due: the
     // rebuild starts at once, not when batch 4 asks for its state.
     let lost_at = now + Duration::from_millis(10);
     assert!(lost_at < start + Duration::from_millis(400));
-    c.handle_worker_lost(1, lost_at);
-    let first = poll(&mut c, &mut done);
+    h.c.handle_worker_lost(1, lost_at);
+    let first = h.poll();
     let workers: BTreeSet<WorkerId> = first.iter().map(|r| r.0).collect();
     assert_eq!(
         workers,
         BTreeSet::from([2, 3]),
         "not rebuilt in parallel on both survivors: {first:?}"
     );
-    assert_eq!(c.running_batch(), None, "batch 4 started early");
-    on.clear();
-    drive(&mut c, lost_at, first, &mut on, &mut done);
+    assert_eq!(h.c.running_batch(), None, "batch 4 started early");
+    h.on.clear();
+    h.drive(lost_at, first);
     // Every lost running count was rebuilt (with its lineage: the
     // generator, map and state tasks of batches 1-3), before batch 4.
-    let rebuilt: BTreeSet<BlockId> = on.keys().copied().filter(|b| held.contains(b)).collect();
+    let rebuilt: BTreeSet<BlockId> = h.on.keys().copied().filter(|b| held.contains(b)).collect();
     assert_eq!(rebuilt, held);
-    assert!(on.len() > held.len(), "no lineage recomputed: {on:?}");
-    assert!(c.stats().tasks_recomputed as usize >= on.len());
+    assert!(h.on.len() > held.len(), "no lineage recomputed: {:?}", h.on);
+    assert!(h.c.stats().tasks_recomputed as usize >= h.on.len());
     for b in &held {
-        let holders = c.locate(*b, lost_at);
+        let holders = h.c.locate(*b, lost_at);
         assert!(
             !holders.is_empty() && !holders.contains(&1),
             "{b}: {holders:?}"
         );
     }
-    assert!(poll(&mut c, &mut done).is_empty(), "asked again");
-    assert_eq!(done, [1, 2, 3]);
+    assert!(h.poll().is_empty(), "asked again");
+    assert_eq!(h.done, [1, 2, 3]);
 
     // Batch 4 runs; then worker 2 is lost just before batch 5 is due, and
     // batch 5 starts while the rebuild still runs: it takes the rebuild
     // over instead of waiting for it.
-    while done.len() < 4 {
-        now = c.poll_timeout().unwrap();
-        beat(&mut c, now);
-        c.handle_timeout(now);
-        let ran = poll(&mut c, &mut done);
-        drive(&mut c, now, ran, &mut on, &mut done);
-    }
-    let held = state(4, &on, 2);
+    h.run_until_done(4);
+    let held = h.on(counts, 4, 2);
     assert!(!held.is_empty(), "worker 2 holds no state");
     let due5 = start + Duration::from_millis(500);
-    c.handle_worker_lost(2, due5 - Duration::from_millis(1));
-    let rebuilding = poll(&mut c, &mut done);
+    h.c.handle_worker_lost(2, due5 - Duration::from_millis(1));
+    let rebuilding = h.poll();
     assert!(!rebuilding.is_empty());
     assert!(rebuilding.iter().all(|r| r.0 == 3));
-    assert_eq!(c.running_batch(), None);
+    assert_eq!(h.c.running_batch(), None);
     // The coordinator asks to be woken when batch 5 is due, rebuild or not.
-    assert_eq!(c.poll_timeout(), Some(due5));
-    beat(&mut c, due5);
-    c.handle_timeout(due5);
-    assert_eq!(c.running_batch(), Some(5), "batch 5 waits for the rebuild");
+    assert_eq!(h.c.poll_timeout(), Some(due5));
+    h.beat(due5);
+    h.c.handle_timeout(due5);
+    assert_eq!(
+        h.c.running_batch(),
+        Some(5),
+        "batch 5 waits for the rebuild"
+    );
     let mut ran = rebuilding;
-    ran.extend(poll(&mut c, &mut done));
-    on.clear();
-    drive(&mut c, due5, ran, &mut on, &mut done);
-    assert_eq!(done, [1, 2, 3, 4, 5]);
-    assert!(held.iter().all(|b| on.contains_key(b)), "not rebuilt");
+    ran.extend(h.poll());
+    h.on.clear();
+    h.drive(due5, ran);
+    assert_eq!(h.done, [1, 2, 3, 4, 5]);
+    assert!(held.iter().all(|b| h.on.contains_key(b)), "not rebuilt");
     // Batch 5's state updates ran where their inputs were: on worker 3.
-    assert_eq!(state(5, &on, 3).len(), 6);
+    assert_eq!(h.on(counts, 5, 3).len(), 6);
 }
 
 #[test]
 fn a_worker_lost_after_the_job_ended_rebuilds_nothing() {
-    use dstream_core::coordinator::{Command, Config, Coordinator};
-    use std::time::Instant;
-    let start = Instant::now();
-    let config = Config {
+    let config = dstream_core::coordinator::Config {
         last_batch: Some(2),
-        ..Config::default()
+        ..Default::default()
     };
-    let mut c = Coordinator::new(job(4, RUNNING), config, start);
-    c.handle_register_as(1, 2, start);
-    c.handle_register_as(2, 2, start);
-    let mut now = start;
-    let mut done = 0;
-    while done < 2 {
-        now = c.poll_timeout().unwrap();
-        c.handle_heartbeat(1, now);
-        c.handle_heartbeat(2, now);
-        c.handle_timeout(now);
-        loop {
-            let mut ran = Vec::new();
-            while let Some(cmd) = c.poll_command() {
-                match cmd {
-                    Command::RunTask { worker, task, .. } => ran.push((worker, task.output)),
-                    Command::BatchDone { batch, .. } => {
-                        c.handle_output_written(batch);
-                        done += 1;
-                    }
-                    _ => {}
-                }
-            }
-            if ran.is_empty() {
-                break;
-            }
-            for (w, b) in ran {
-                c.handle_task_done(w, b, 10, now);
-            }
-        }
-    }
-    assert!(c.is_finished());
+    let (mut h, _) = Hand::new(job(4, RUNNING), config, 2);
+    let now = h.run_until_done(2);
+    assert!(h.c.is_finished());
     // The final running counts are still stored, but no batch will read
     // them: losing their worker rebuilds nothing.
-    c.handle_worker_lost(1, now);
-    while let Some(cmd) = c.poll_command() {
-        assert!(
-            !matches!(cmd, Command::RunTask { .. } | Command::Failed { .. }),
-            "{cmd:?}"
-        );
-    }
-    assert!(c.is_finished());
-    assert_eq!(c.stats().tasks_recomputed, 0);
+    h.c.handle_worker_lost(1, now);
+    assert!(h.poll().is_empty());
+    assert!(h.c.is_finished());
+    assert_eq!(h.c.stats().tasks_recomputed, 0);
 }
