@@ -379,6 +379,11 @@ impl Plugin {
             })?;
         let mut result = Ok(());
         for args in args {
+            // Between pieces too, a cancelled call stops at once.
+            if let Some(e) = cancelled() {
+                result = Err(e);
+                break;
+            }
             match func.call(&mut store, args) {
                 Ok(r) => {
                     if let Err(e) = each(r) {
