@@ -24,6 +24,19 @@ pub trait Calls {
     /// Runs one-input operators of one plugin in order over `input` (map,
     /// flat-map, filter, transform, reduce), in as few calls as it can.
     fn one_input(&self, ops: &[&PluginOp], input: &Batch) -> Result<Batch, CallError>;
+    /// [`one_input`](Self::one_input) over a cut of a bigger partition
+    /// whose first record is record `first` of that partition: an error
+    /// naming a record should number it in the partition. By default, as
+    /// `one_input`.
+    fn one_input_from(
+        &self,
+        ops: &[&PluginOp],
+        input: &Batch,
+        first: usize,
+    ) -> Result<Batch, CallError> {
+        let _ = first;
+        self.one_input(ops, input)
+    }
     /// Runs an update-state operator.
     fn update_state(&self, op: &PluginOp, input: &Batch, state: &Batch)
     -> Result<Batch, CallError>;
@@ -71,7 +84,7 @@ fn call(ops: &[&PluginOp], shape: Shape, input: &Batch, calls: &dyn Calls) -> Re
     for range in input.cuts(max) {
         out.extend_from(
             &calls
-                .one_input(ops, &input.slice(range))
+                .one_input_from(ops, &input.slice(range.clone()), range.start)
                 .map_err(Error::Call)?,
         );
     }

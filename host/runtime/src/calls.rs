@@ -42,6 +42,32 @@ impl Calls for WasmCalls<'_> {
         })
     }
 
+    fn one_input_from(
+        &self,
+        ops: &[&PluginOp],
+        input: &Batch,
+        first: usize,
+    ) -> Result<Batch, CallError> {
+        self.one_input(ops, input)
+            .map_err(|e| match e.downcast::<dstream_wasm::Error>() {
+                Ok(e) => match *e {
+                    dstream_wasm::Error::Operator {
+                        plugin,
+                        operator,
+                        record,
+                        message,
+                    } => Box::new(dstream_wasm::Error::Operator {
+                        plugin,
+                        operator,
+                        record: record.map(|r| r.saturating_add(first as u32)),
+                        message,
+                    }),
+                    other => Box::new(other) as CallError,
+                },
+                Err(e) => e,
+            })
+    }
+
     fn update_state(
         &self,
         op: &PluginOp,

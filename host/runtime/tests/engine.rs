@@ -159,7 +159,8 @@ fn load_job_with(text: &str, limits: &Limits) -> (Job, BTreeMap<String, dstream_
         .replace("PAGEVIEWS", dstream_artifacts::PAGEVIEWS)
         .replace("WORDCOUNT", dstream_artifacts::WORDCOUNT)
         .replace("GREP", dstream_artifacts::GREP)
-        .replace("TOPK", dstream_artifacts::TOPK);
+        .replace("TOPK", dstream_artifacts::TOPK)
+        .replace("HOSTILE", dstream_artifacts::HOSTILE);
     let file = JobFile::parse(&text).unwrap();
     let runtime = Runtime::new(limits.clone()).unwrap();
     let loaded: BTreeMap<_, _> = file
@@ -575,4 +576,43 @@ params = { pattern = "needle" }
     assert_eq!(values(&engine, "hits", 1), hits);
     // At least 12 pieces for each of the two operators.
     assert!(stats.wasm_calls >= 24, "{stats:?}");
+}
+
+#[test]
+fn an_operator_error_in_a_cut_partition_names_its_record_in_the_partition() {
+    const JOB: &str = r#"
+name = "big-failure"
+interval = "1s"
+partitions = 1
+[plugins]
+h = "HOSTILE"
+[sources.a]
+kind = "tcp"
+addr = "127.0.0.1:1"
+[streams.checked]
+from = "a"
+map = "h/fail"
+"#;
+    let limits = Limits {
+        memory: 4 << 20,
+        ..Limits::default()
+    };
+    let (job, loaded) = load_job_with(JOB, &limits);
+    let engine = Engine::new(job, loaded, 2).unwrap();
+    // 3 MB in one partition: six of the engine's 512 KiB cuts, each run in
+    // pieces by the sandbox; the refused line is in the last cut.
+    let mut lines: Vec<String> = (0..30_000).map(|i| format!("{i:0>99}")).collect();
+    let at = 29_000;
+    lines[at] = "a bad line".into();
+    let input = lines_batch(&lines);
+    assert!(input.byte_len() > 5 * limits.call_input());
+    let a = engine.job().node_by_name("a").unwrap();
+    let e = engine
+        .run_batch(1, BTreeMap::from([(a, input)]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("failed at record {at}: refusing \"a bad line\"")),
+        "{e}"
+    );
 }
