@@ -519,6 +519,17 @@ fn a_checkpoint_of_another_job_is_refused() {
     );
 }
 
+/// An engine of 2 threads for the job `text`, whose plugins run in a 4 MiB
+/// sandbox (a call takes 512 KiB of input), and those limits.
+fn small_sandbox(text: &str) -> (Engine, Limits) {
+    let limits = Limits {
+        memory: 4 << 20,
+        ..Limits::default()
+    };
+    let (job, loaded) = load_job_with(text, &limits);
+    (Engine::new(job, loaded, 2).unwrap(), limits)
+}
+
 /// A job whose one partition is many times what one sandboxed call may
 /// take: the engine cuts record-wise calls (and a reduce's) into pieces.
 #[test]
@@ -544,12 +555,7 @@ from = "a"
 filter = "grep/grep"
 params = { pattern = "needle" }
 "#;
-    let limits = Limits {
-        memory: 4 << 20,
-        ..Limits::default()
-    };
-    let (job, loaded) = load_job_with(BIG, &limits);
-    let engine = Engine::new(job, loaded, 2).unwrap();
+    let (engine, limits) = small_sandbox(BIG);
     // 6 MB of lines in one partition: 12 times a call's 512 KiB, and more
     // than the whole 4 MiB sandbox.
     let mut rng = SplitMix64::new(7);
@@ -593,12 +599,7 @@ addr = "127.0.0.1:1"
 from = "a"
 map = "h/fail"
 "#;
-    let limits = Limits {
-        memory: 4 << 20,
-        ..Limits::default()
-    };
-    let (job, loaded) = load_job_with(JOB, &limits);
-    let engine = Engine::new(job, loaded, 2).unwrap();
+    let (engine, limits) = small_sandbox(JOB);
     // 3 MB in one partition: six of the engine's 512 KiB cuts, each run in
     // pieces by the sandbox; the refused line is in the last cut.
     let mut lines: Vec<String> = (0..30_000).map(|i| format!("{i:0>99}")).collect();
