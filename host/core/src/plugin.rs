@@ -44,6 +44,12 @@ impl OperatorKind {
         Self::Reduce,
         Self::Transform,
     ];
+
+    /// Record by record (map, flat-map, filter): the output of a partition
+    /// is the outputs of its parts one after the other.
+    pub fn is_record_wise(self) -> bool {
+        matches!(self, Self::Map | Self::FlatMap | Self::Filter)
+    }
 }
 
 impl fmt::Display for OperatorKind {

@@ -87,11 +87,6 @@ impl<'a> Pieces<'a> {
             })
     }
 
-    /// The first record of each piece.
-    fn starts(&self) -> impl Iterator<Item = u32> + '_ {
-        self.pieces.iter().map(|(start, _)| *start)
-    }
-
     /// The first record of each piece and its number of records.
     fn spans(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.pieces
@@ -488,7 +483,7 @@ impl Plugin {
             OperatorKind::Filter => return self.filter(op, params, input),
             OperatorKind::Inverse | OperatorKind::UpdateState => unreachable!("two inputs"),
         };
-        if matches!(kind, OperatorKind::Map | OperatorKind::FlatMap) {
+        if kind.is_record_wise() {
             // Record by record: in pieces, the outputs one after the other.
             let pieces = Pieces::of(input)?;
             let args = pieces.iter().map(|p| (op, params, p));
@@ -512,12 +507,12 @@ impl Plugin {
         P: ComponentNamedList + Lower,
     {
         let mut out: Option<Batch> = None;
-        let mut starts = pieces.starts();
+        let mut spans = pieces.spans();
         // One call's output was bounded by the guest's memory; pieces'
         // outputs, gathered here, are held to the same bound.
         let limit = self.runtime.limits().memory.min(u32::MAX as usize / 2);
         self.invoke_each(label, idx, args, |(r,): BatchResult| {
-            let start = starts.next().expect("one start per piece");
+            let (start, _) = spans.next().expect("one span per piece");
             let b = self.output(label, r.map_err(|e| in_partition(e, start)))?;
             let so_far = out.as_ref().map_or(0, Batch::byte_len);
             if so_far + b.byte_len() > limit {
@@ -632,22 +627,18 @@ impl Plugin {
     /// Runs a chain of one-input operators in one call, inside one instance:
     /// intermediate partitions never leave the sandbox.
     pub fn pipeline(&self, stages: &[Stage], input: &Batch) -> Result<Batch, Error> {
+        let mut record_wise = true;
         for s in stages {
-            self.check(&s.op, &OperatorKind::ONE_INPUT, &s.params)?;
+            record_wise &= self
+                .check(&s.op, &OperatorKind::ONE_INPUT, &s.params)?
+                .kind
+                .is_record_wise();
         }
         let label = stages
             .iter()
             .map(|s| s.op.as_str())
             .collect::<Vec<_>>()
             .join("+");
-        let record_wise = stages.iter().all(|s| {
-            self.info.operator(&s.op).is_some_and(|o| {
-                matches!(
-                    o.kind,
-                    OperatorKind::Map | OperatorKind::FlatMap | OperatorKind::Filter
-                )
-            })
-        });
         if record_wise {
             let pieces = Pieces::of(input)?;
             let args = pieces.iter().map(|p| (stages, p));

@@ -603,20 +603,7 @@ impl Coordinator {
     /// that no batch after the last finished one needs and nothing else
     /// holds.
     fn release(&mut self, blocks: Vec<BlockId>) {
-        let running = self.current.as_ref().is_some_and(|b| b.number != REBUILD);
-        let last_done = self.next_batch - 1 - u64::from(running);
-        let keep = Planner::new(&self.job).needed_after(last_done);
-        let mut held = self.held_blocks();
-        // Inputs of the tasks rebuilding earlier batches' blocks stay (those
-        // of the running batch's own tasks are in `keep`).
-        if let Some(b) = &self.current {
-            held.extend(
-                b.tasks
-                    .values()
-                    .filter(|t| t.output.dataset.batch < b.number)
-                    .flat_map(|t| t.inputs.iter().map(|i| i.block)),
-            );
-        }
+        let (last_done, keep, held) = self.retained();
         let mut drops: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
         for id in blocks {
             if keep.contains(&id.dataset) || held.contains(&id) || id.dataset.batch > last_done {
@@ -631,6 +618,26 @@ impl Coordinator {
         for (worker, blocks) in drops {
             self.commands.push_back(Command::Drop { worker, blocks });
         }
+    }
+
+    /// What must stay stored: the last finished batch, the datasets of it
+    /// and before that later batches read, and the blocks held for the
+    /// sinks or a checkpoint or read by tasks rebuilding earlier batches'
+    /// blocks (the running batch's own tasks read datasets in the set).
+    fn retained(&self) -> (u64, BTreeSet<DatasetId>, BTreeSet<BlockId>) {
+        let running = self.current.as_ref().is_some_and(|b| b.number != REBUILD);
+        let last_done = self.next_batch - 1 - u64::from(running);
+        let keep = Planner::new(&self.job).needed_after(last_done);
+        let mut held = self.held_blocks();
+        if let Some(b) = &self.current {
+            held.extend(
+                b.tasks
+                    .values()
+                    .filter(|t| t.output.dataset.batch < b.number)
+                    .flat_map(|t| t.inputs.iter().map(|i| i.block)),
+            );
+        }
+        (last_done, keep, held)
     }
 
     /// A worker is alive.
@@ -931,18 +938,14 @@ impl Coordinator {
     /// cannot be recomputed (received input lost with both its copies) are
     /// left to fail the job only if a task needs them.
     fn recover_orphans(&mut self, now: Instant) {
+        // Still needed: what is retained, except what only batches past the
+        // job's last one would read.
+        let (last_done, mut keep, held) = self.retained();
+        if self.config.last_batch.is_some_and(|l| last_done >= l) {
+            keep.clear();
+        }
         let b = self.current.take();
         let before = b.as_ref().map_or(REBUILD, |b| b.number);
-        // Still needed: read by a batch after the last finished one (not
-        // past the job's last batch), or held for the sinks or a checkpoint.
-        let running = b.as_ref().is_some_and(|b| b.number != REBUILD);
-        let last_done = self.next_batch - 1 - u64::from(running);
-        let keep = if self.config.last_batch.is_some_and(|l| last_done >= l) {
-            BTreeSet::new()
-        } else {
-            Planner::new(&self.job).needed_after(last_done)
-        };
-        let held = self.held_blocks();
         self.recover.extend(
             self.blocks
                 .iter()
