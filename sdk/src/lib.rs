@@ -20,10 +20,17 @@ pub mod __private;
 pub use batch::{Batch, Records};
 pub use codec::{Decode, DecodeError, Emit, Encode, Encoding, Postcard};
 pub use operator::{
-    Combine, Combiner, Feed, Kind, OneInput, OpError, Operator, PIPELINE_CHUNK, Plugin, Refused,
-    Runner, Select, Sink, TwoInput,
+    Combine, Combiner, Feed, Fused, FusedError, Kind, OneInput, OpError, Operator, PIPELINE_CHUNK,
+    Plugin, Refused, Runner, Select, Sink, TwoInput,
 };
 pub use params::{ParamSpec, Params, RawParams};
+
+/// The `__Stage` of an operator module written by hand rather than by an
+/// attribute: it never runs fused with its neighbours (see [`plugin!`]).
+#[derive(Debug)]
+pub struct Unfused;
+
+impl __private::Stage for Unfused {}
 
 /// A map operator: one record in, one record out.
 ///
@@ -96,6 +103,11 @@ pub fn log(level: Level, message: &str) {
 /// listed operators, exported as the component's operators when built for
 /// Wasm, and callable natively in tests.
 ///
+/// Each name is a module holding `OPERATOR` and `__Stage`, as the attributes
+/// make them; a pipeline of a map or flat-map then a reduce of two of them
+/// runs as one loop ([`Plugin::fused`]). An operator module written by hand
+/// declares `pub use dstream::Unfused as __Stage;` (it never runs fused).
+///
 /// ```
 /// use dstream_sdk as dstream;
 ///
@@ -118,10 +130,29 @@ macro_rules! plugin {
             name: env!("CARGO_PKG_NAME"),
             version: env!("CARGO_PKG_VERSION"),
             operators: &[$(&$op::OPERATOR),+],
+            fused: $crate::__fused_rows!([$($op),+] [$($op),+]),
         };
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             $crate::__export_guest!(PLUGIN);
         };
+    };
+}
+
+/// The table of [`Plugin::fused`]: one row per operator of the first list.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fused_rows {
+    ([$($first:ident),+] $all:tt) => {
+        &[$($crate::__fused_row!($first $all)),+]
+    };
+}
+
+/// One row of [`Plugin::fused`]: `$first` then each operator.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fused_row {
+    ($first:ident [$($second:ident),+]) => {
+        &[$($crate::__private::fused::<$first::__Stage, $second::__Stage>()),+]
     };
 }

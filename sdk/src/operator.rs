@@ -95,6 +95,23 @@ pub type Select = fn(Records<'_>, &RawParams<'_>, &mut Vec<u32>) -> Result<(), O
 /// [`Sink`] (in a pipeline, the reduce after it) instead of a batch.
 pub type Feed = fn(Records<'_>, &RawParams<'_>, &mut dyn Sink) -> Result<(), OpError>;
 
+/// Runs a pipeline of two stages, a map or flat-map then a reduce, as one
+/// loop over a partition: the input, the parameters of each stage, and the
+/// batch the groups are appended to. Made by [`plugin!`](crate::plugin) for
+/// every such pair of a plugin's operators.
+pub type Fused =
+    fn(Records<'_>, &RawParams<'_>, &RawParams<'_>, &mut Batch) -> Result<(), FusedError>;
+
+/// The error of a [`Fused`] pipeline: which of its two stages failed (0 or
+/// 1), and how.
+#[derive(Debug)]
+pub struct FusedError {
+    /// The stage: 0 (the map or flat-map) or 1 (the reduce).
+    pub stage: usize,
+    /// Its error; a record index counts that stage's input.
+    pub error: OpError,
+}
+
 /// Takes records one by one, as bytes: what a [`Feed`] writes to.
 pub trait Sink {
     /// Takes one record. A sink that refuses one keeps why (see
@@ -334,6 +351,10 @@ pub struct Plugin {
     pub version: &'static str,
     /// Its operators.
     pub operators: &'static [&'static Operator],
+    /// `fused[i][j]`: operator `j` run after operator `i` as one loop, when
+    /// `i` is a map or flat-map and `j` a reduce that keeps its groups (see
+    /// [`Fused`]). May be empty: such pipelines then run stage by stage.
+    pub fused: &'static [&'static [Option<Fused>]],
 }
 
 fn pairs(params: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -473,6 +494,18 @@ impl Plugin {
                 params: RawParams::new(params),
             });
         }
+        if let [first, second] = &ops[..] {
+            let index = |op: &Operator| self.operators.iter().position(|o| std::ptr::eq(*o, op));
+            let fused = index(first.op)
+                .zip(index(second.op))
+                .and_then(|(i, j)| *self.fused.get(i)?.get(j)?);
+            if let Some(run) = fused {
+                let mut out = Batch::new();
+                return run(input, &first.params, &second.params, &mut out)
+                    .map(|()| out)
+                    .map_err(|e| ops[e.stage].error(e.error, 0));
+            }
+        }
         let per_record = |k: Kind| matches!(k, Kind::Map | Kind::FlatMap | Kind::Filter);
         let mut current: Option<Batch> = None;
         let mut i = 0;
@@ -598,6 +631,7 @@ mod tests {
         name: "t",
         version: "0",
         operators: &[&SPLIT, &LONG, &SUM],
+        fused: &[],
     };
 
     fn stages(names: &[&str]) -> Vec<(String, Vec<(String, String)>)> {
@@ -712,7 +746,11 @@ mod fed {
             &add::OPERATOR,
             &longest::OPERATOR,
         ],
+        fused: crate::__fused_rows!([words, long, add, longest] [words, long, add, longest]),
     };
+
+    /// [`P`] without its fused pairs: every pipeline runs stage by stage.
+    static UNFUSED: Plugin = Plugin { fused: &[], ..P };
 
     fn stages(names: &[&str]) -> Vec<(String, Vec<(String, String)>)> {
         names.iter().map(|n| (n.to_string(), Vec::new())).collect()
@@ -723,6 +761,52 @@ mod fed {
         assert!(matches!(words::OPERATOR.runner, Runner::PerRecord(..)));
         assert!(matches!(add::OPERATOR.runner, Runner::Reduce(..)));
         assert!(matches!(longest::OPERATOR.runner, Runner::OneInput(_)));
+        // Fused: a flat-map then a reduce that keeps its groups, only.
+        let fused: Vec<Vec<bool>> = P
+            .fused
+            .iter()
+            .map(|row| row.iter().map(Option::is_some).collect())
+            .collect();
+        let (f, t) = (false, true);
+        assert_eq!(
+            fused,
+            [[f, f, t, f], [f, f, f, f], [f, f, f, f], [f, f, f, f]]
+        );
+    }
+
+    #[test]
+    fn a_fused_pipeline_equals_the_unfused_one_errors_included() {
+        let lines: Vec<String> = (0..3 * PIPELINE_CHUNK + 17)
+            .map(|i| format!("w{} x  w{} yy {i} boom", i % 13, i % 7))
+            .collect();
+        let mut failing = lines.clone();
+        failing[PIPELINE_CHUNK + 5] = "bad".into();
+        for lines in [&lines, &failing] {
+            let input = Batch::from_values(lines);
+            let mut fails = 0;
+            for chain in [&["words", "add"][..], &["words", "longest"]] {
+                let fused = P.pipeline(&stages(chain), input.records());
+                let unfused = UNFUSED.pipeline(&stages(chain), input.records());
+                match (fused, unfused) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{chain:?}"),
+                    (Err(a), Err(b)) => {
+                        assert_eq!((&a.message, a.record), (&b.message, b.record), "{chain:?}");
+                        fails += 1;
+                    }
+                    (a, b) => panic!("{chain:?}: fused {a:?}, unfused {b:?}"),
+                }
+            }
+            // `add` fails on two `boom`s; `bad` fails the flat-map first.
+            assert!(fails >= 1);
+        }
+        let e = P
+            .pipeline(
+                &stages(&["words", "add"]),
+                Batch::from_values(&failing).records(),
+            )
+            .unwrap_err();
+        assert_eq!(e.message, "stage 1 (add): two sevens");
+        assert_eq!(e.record, Some(11));
     }
 
     #[test]

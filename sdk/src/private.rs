@@ -5,7 +5,9 @@ use std::fmt::Display;
 pub use crate::batch::{Batch, Records};
 pub use crate::codec::{Decode, Emit, Encode, Encoding, Out};
 use crate::group::{Arena, Groups, Keys};
-pub use crate::operator::{Combine, Kind, OpError, Operator, Refused, Runner, Sink};
+pub use crate::operator::{
+    Combine, Fused, FusedError, Kind, OpError, Operator, Refused, Runner, Sink,
+};
 pub use crate::params::{ParamSpec, Params, RawParams};
 
 /// Keys a grouping table has room for before it first grows: most
@@ -110,6 +112,20 @@ where
 {
     #[inline]
     fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Refused> {
+        self.fold(key, value)
+    }
+}
+
+impl<V, E, F> Combining<V, F>
+where
+    V: for<'x> Decode<'x> + Encode,
+    E: Display,
+    F: FnMut(V, V) -> Result<V, E>,
+{
+    /// Folds one record into its group: [`Sink::push`], and inlined into
+    /// the loop of a fused feed ([`Out`]).
+    #[inline(always)]
+    fn fold(&mut self, key: &[u8], value: &[u8]) -> Result<(), Refused> {
         let i = self.seen;
         self.seen += 1;
         let Some(v) = V::try_decode(value) else {
@@ -156,22 +172,112 @@ where
     }
 }
 
+/// The records a feed writes, folded straight in: what a map or flat-map
+/// fused with the reduce after it (see [`Stage::after`]) writes to, with no
+/// dynamic call per record.
+impl<V, E, F> Out for Combining<V, F>
+where
+    V: for<'x> Decode<'x> + Encode,
+    E: Display,
+    F: FnMut(V, V) -> Result<V, E>,
+{
+    #[inline(always)]
+    fn record<K: Encode + ?Sized, W: Encode + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &W,
+    ) -> Result<(), OpError> {
+        key.with_bytes(|k| value.with_bytes(|v| self.fold(k, v)))
+            .map_err(|Refused| crate::codec::refused())
+    }
+}
+
 /// A [`Combine`] folding the values of each key with `f`, for values that own
 /// their data (so they outlive the chunk they came from; keys are copied in
 /// once each). One output record per key, in order of first appearance, as
 /// [`reduce`].
-pub fn combiner<V, E, F>(f: F) -> Box<dyn Combine>
+pub fn combining<V, E, F>(f: F) -> impl Combine + Out
 where
-    V: for<'x> Decode<'x> + Encode + 'static,
+    V: for<'x> Decode<'x> + Encode,
     E: Display,
-    F: FnMut(V, V) -> Result<V, E> + 'static,
+    F: FnMut(V, V) -> Result<V, E>,
 {
-    Box::new(Combining {
+    Combining {
         groups: Groups::with_capacity(FIRST_KEYS, Arena::default()),
         f,
         seen: 0,
         failed: None,
-    })
+    }
+}
+
+/// What every operator module the attributes make has, as `__Stage`: how it
+/// runs fused with its neighbour in a pipeline, when it can. A map or
+/// flat-map [`Stage::FEEDS`]; a reduce of values that own their data
+/// [`Stage::FOLDS`]. `plugin!` makes [`fused`] for every pair of its
+/// operators, and a two-stage pipeline of a feeding stage then a folding one
+/// runs as ONE monomorphic loop: each record the first writes is folded by
+/// inlined code, not handed over by a dynamic call (in Wasm an indirect call
+/// with its checks, a prologue and arguments on the stack).
+pub trait Stage {
+    /// Runs as [`Stage::each`].
+    const FEEDS: bool = false;
+    /// Runs as [`Stage::after`].
+    const FOLDS: bool = false;
+
+    /// Runs this map or flat-map over `input`, writing to `out`.
+    #[inline(always)]
+    fn each<O: Out + ?Sized>(
+        input: Records<'_>,
+        raw: &RawParams<'_>,
+        out: &mut O,
+    ) -> Result<(), OpError> {
+        let _ = (input, raw, out);
+        unreachable!("only a stage that feeds runs `each`")
+    }
+
+    /// Runs `first` (a stage that feeds) over `input` and this reduce over
+    /// what it writes, appending the groups to `out`.
+    fn after<First: Stage>(
+        input: Records<'_>,
+        first: &RawParams<'_>,
+        raw: &RawParams<'_>,
+        out: &mut Batch,
+    ) -> Result<(), FusedError> {
+        let _ = (input, first, raw, out);
+        unreachable!("only a stage that folds runs `after`")
+    }
+}
+
+/// Runs `First` over `input` into `fold` (a reduce's groups), then writes
+/// the groups to `out`: the body of [`Stage::after`].
+#[inline(always)]
+pub fn run_fused<First: Stage, C: Combine + Out>(
+    input: Records<'_>,
+    first: &RawParams<'_>,
+    mut fold: C,
+    out: &mut Batch,
+) -> Result<(), FusedError> {
+    match First::each(input, first, &mut fold) {
+        Ok(()) => {
+            fold.finish(out);
+            Ok(())
+        }
+        // A record refused by the fold is the fold's error.
+        Err(e) => Err(match fold.take_error() {
+            Some(e) => FusedError { stage: 1, error: e },
+            None => FusedError { stage: 0, error: e },
+        }),
+    }
+}
+
+/// `Second::after::<First>` if `First` feeds and `Second` folds: an entry
+/// of the table `plugin!` makes.
+pub const fn fused<First: Stage, Second: Stage>() -> Option<Fused> {
+    if First::FEEDS && Second::FOLDS {
+        Some(Second::after::<First>)
+    } else {
+        None
+    }
 }
 
 /// Pairs `current[i]` with `leaving[i]` and applies `f`; keys from `current`.

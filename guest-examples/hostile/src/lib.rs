@@ -69,6 +69,7 @@ pub fn chatty(line: &str) -> String {
 /// Returns a filter selection that is out of order (the host must reject it).
 /// Built by hand: the attributes cannot produce a bad selection.
 pub mod bad_select {
+    pub use dstream::Unfused as __Stage;
     /// The operator.
     pub const OPERATOR: dstream::Operator = dstream::Operator {
         name: "bad_select",

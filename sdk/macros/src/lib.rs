@@ -485,27 +485,38 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
     let get_params = quote!(let __params = #sdk::__private::params::<#params_local>(__raw)?;);
     // A map or flat-map runs over the records once, generic over where it
     // writes: a batch, or the sink a pipeline gives it (the reduce after it).
+    // It is also this module's `__Stage` that feeds: fused with a reduce
+    // after it in a pipeline, it writes to the reduce's groups directly.
     let per_record = |body: TokenStream2| {
-        quote! {
-            #[inline(always)]
-            fn __each<__O: #sdk::__private::Out + ?::core::marker::Sized>(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut __O) -> ::core::result::Result<(), #sdk::OpError> {
-                #get_params
-                for (__i, (__k, __v)) in __input.iter().enumerate() {
-                    let _ = __k;
-                    #body
+        let stage = quote! {
+            impl #sdk::__private::Stage for __Stage {
+                const FEEDS: bool = true;
+                #[inline(always)]
+                fn each<__O: #sdk::__private::Out + ?::core::marker::Sized>(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut __O) -> ::core::result::Result<(), #sdk::OpError> {
+                    #get_params
+                    for (__i, (__k, __v)) in __input.iter().enumerate() {
+                        let _ = __k;
+                        #body
+                    }
+                    ::core::result::Result::Ok(())
                 }
-                ::core::result::Result::Ok(())
             }
+        };
+        let runner = quote! {
             fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::OpError> {
-                __each(__input, __raw, __out)
+                <__Stage as #sdk::__private::Stage>::each(__input, __raw, __out)
             }
             fn __feed(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut dyn #sdk::Sink) -> ::core::result::Result<(), #sdk::OpError> {
-                __each(__input, __raw, __out)
+                <__Stage as #sdk::__private::Stage>::each(__input, __raw, __out)
             }
             #sdk::Runner::PerRecord(__run, __feed)
-        }
+        };
+        (runner, Some(stage))
     };
 
+    // How this operator's `__Stage` runs fused with a neighbour (by default,
+    // never).
+    let mut stage: Option<TokenStream2> = None;
     let (input_enc, output_enc, runner) = match kind {
         Kind::Map | Kind::FlatMap | Kind::Filter => {
             let (kt, vt) = if data.len() == 2 {
@@ -547,7 +558,9 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                         quote!(<#rt as #sdk::Emit>::KEY),
                         quote!(<#rt as #sdk::Emit>::VALUE),
                     );
-                    (input_enc, out, per_record(emit_one))
+                    let (runner, st) = per_record(emit_one);
+                    stage = st;
+                    (input_enc, out, runner)
                 }
                 _ => {
                     let it = item()?;
@@ -557,11 +570,12 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                         quote!(<#it as #sdk::Emit>::KEY),
                         quote!(<#it as #sdk::Emit>::VALUE),
                     );
-                    let body = per_record(quote! {
+                    let (body, st) = per_record(quote! {
                         for __item in ::core::iter::IntoIterator::into_iter(#r) {
                             #emit_item
                         }
                     });
+                    stage = st;
                     (input_enc, out, body)
                 }
             }
@@ -591,11 +605,24 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                 if owned(vt) {
                     // Values that own their data can be kept from one chunk of
                     // a pipeline to the next.
+                    // Its `__Stage` folds: fused after a map or flat-map.
+                    stage = Some(quote! {
+                        fn __combining(__raw: &#sdk::RawParams<'_>) -> ::core::result::Result<impl #sdk::Combine + #sdk::__private::Out + 'static, #sdk::OpError> {
+                            #get_params
+                            ::core::result::Result::Ok(#sdk::__private::combining::<#vt, _, _>(move |__a, __b| #call))
+                        }
+                        impl #sdk::__private::Stage for __Stage {
+                            const FOLDS: bool = true;
+                            fn after<__F: #sdk::__private::Stage>(__input: #sdk::Records<'_>, __first: &#sdk::RawParams<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::__private::FusedError> {
+                                let __fold = __combining(__raw).map_err(|__e| #sdk::__private::FusedError { stage: 1, error: __e })?;
+                                #sdk::__private::run_fused::<__F, _>(__input, __first, __fold, __out)
+                            }
+                        }
+                    });
                     quote! {
                         #run
                         fn __combiner(__raw: &#sdk::RawParams<'_>) -> ::core::result::Result<::std::boxed::Box<dyn #sdk::Combine>, #sdk::OpError> {
-                            #get_params
-                            ::core::result::Result::Ok(#sdk::__private::combiner::<#vt, _, _>(move |__a, __b| #call))
+                            ::core::result::Result::Ok(::std::boxed::Box::new(__combining(__raw)?))
                         }
                         #sdk::Runner::Reduce(__run, __combiner)
                     }
@@ -696,6 +723,7 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
     let (ik, iv) = input_enc;
     let (ok, ov) = output_enc;
     let mod_doc = format!("The dstream operator made from [`{name}()`](fn@{name}).");
+    let stage_impl = stage.unwrap_or_else(|| quote!(impl #sdk::__private::Stage for __Stage {}));
     Ok(quote! {
         #f
 
@@ -704,6 +732,9 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
         #vis mod #name {
             #[allow(unused_imports)]
             use super::*;
+            #[doc(hidden)]
+            pub struct __Stage;
+            #stage_impl
             /// The operator.
             pub const OPERATOR: #sdk::Operator = #sdk::Operator {
                 name: #op_name,
