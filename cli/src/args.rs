@@ -53,9 +53,12 @@ pub(crate) enum Command {
     /// State is checkpointed every `checkpoint_interval` of the job. Ctrl-C
     /// finishes the current batch, writes a checkpoint and exits 0; after a
     /// crash, running the same job again resumes from the last checkpoint
-    /// with its state intact (generator sources replay the batches since;
-    /// records received over tcp, http or files since the checkpoint are not
-    /// replayed).
+    /// with its state intact, and runs the batches since the checkpoint
+    /// again over the same input: generator sources from their seed, tcp,
+    /// http and files sources from the input logged (synced) in the
+    /// checkpoint directory before each batch ran. Records received but not
+    /// yet in a batch when the process died are lost, except http posts
+    /// answered 200 (answered only once logged).
     ///
     /// Plugins named by a crate directory are built first (needs the
     /// wasm32-unknown-unknown target; `scripts/setup.sh` installs it).

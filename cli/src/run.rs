@@ -35,6 +35,12 @@ impl Progress for Lines {
         ));
     }
 
+    fn replaying(&mut self, from: u64, to: u64) {
+        self.say(format_args!(
+            "running batches {from}..={to} again over the input logged for them before the stop"
+        ));
+    }
+
     fn receiver(&mut self, name: &str, addr: Option<std::net::SocketAddr>) {
         match addr {
             Some(a) => self.say(format_args!("source `{name}` listening on {a}")),
@@ -55,7 +61,12 @@ impl Progress for Lines {
             r.records_out,
             r.processing.as_secs_f64() * 1e3,
             r.delay.as_secs_f64() * 1e3,
-            if r.checkpointed { "  checkpoint" } else { "" }
+            match (r.checkpointed, r.replayed) {
+                (true, true) => "  checkpoint  replayed",
+                (true, false) => "  checkpoint",
+                (false, true) => "  replayed",
+                (false, false) => "",
+            }
         ));
     }
 }

@@ -371,6 +371,130 @@ dir = "out"
     child.wait().unwrap();
 }
 
+/// Lines received over tcp and put in batches survive a SIGKILL before any
+/// checkpoint: the restarted job runs those batches again over the input it
+/// logged for them (the same files, byte for byte) and its running totals
+/// hold every line once.
+#[test]
+fn received_lines_survive_a_sigkill_through_the_input_log() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "socket-crash"
+interval = "100ms"
+checkpoint_interval = "1h"
+[plugins]
+wc = "{}"
+[sources.lines]
+kind = "tcp"
+addr = "{addr}"
+[streams.words]
+from = "lines"
+flat_map = "wc/split"
+[streams.counts]
+from = "words"
+running_reduce = "wc/sum"
+[sinks.out]
+from = "counts"
+kind = "files"
+dir = "out"
+"#,
+            dstream_artifacts::WORDCOUNT
+        ),
+    )
+    .unwrap();
+    let ck = dir.path().join("ck");
+    let out = dir.path().join("out");
+    let run = || {
+        dstream()
+            .arg("run")
+            .arg(&path)
+            .arg("--checkpoint-dir")
+            .arg(&ck)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let totals = |text: &str| -> BTreeMap<String, u64> {
+        text.lines()
+            .map(|l| {
+                let (k, v) = l.split_once('\t').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect()
+    };
+    let latest = || {
+        batch_files(&out)
+            .into_iter()
+            .next_back()
+            .map(|(n, text)| (n, totals(&text)))
+    };
+
+    let mut child = run();
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..2000u64 {
+        let line = format!("w{} w{} shared\n", i % 13, i % 7);
+        for w in line.split_ascii_whitespace() {
+            *want.entry(w.to_string()).or_default() += 1;
+        }
+        conn.write_all(line.as_bytes()).unwrap();
+        if i % 400 == 0 {
+            std::thread::sleep(Duration::from_millis(70));
+        }
+    }
+    drop(conn);
+    let t0 = Instant::now();
+    while latest().map(|(_, t)| t) != Some(want.clone()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "totals never reached: {:?}",
+            latest()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let before = batch_files(&out);
+    let killed_at = *before.keys().max().unwrap();
+    let checkpoints = std::fs::read_dir(&ck)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
+        .count();
+    assert_eq!(checkpoints, 0, "no checkpoint before the kill");
+
+    // Restarted: the logged batches run first, then new ones (no new input).
+    let mut child = run();
+    let (conn, _) = listener.accept().unwrap();
+    let t0 = Instant::now();
+    while latest().is_none_or(|(n, _)| n < killed_at + 3) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no batch after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let stderr = child.wait_with_output().unwrap().stderr;
+    drop(conn);
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(stderr.contains("again over the input logged"), "{stderr}");
+    let after = batch_files(&out);
+    for (n, text) in &before {
+        assert_eq!(&after[n], text, "batch {n} run again differently");
+    }
+    let (n, got) = latest().unwrap();
+    assert!(n > killed_at);
+    assert_eq!(got, want, "running totals after the restart");
+}
+
 /// A plugin built for wasm32-wasip2 (it imports WASI through std) runs when
 /// the job declares `wasi = "deterministic"`, and two runs write the same
 /// bytes; declared plainly, it is refused with the way to allow it.

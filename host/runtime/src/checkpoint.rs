@@ -75,7 +75,7 @@ fn io(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(what, e)
 }
 
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     // Best effort: not every platform can fsync a directory.
     if let Ok(f) = fs::File::open(dir) {
         let _ = f.sync_all();

@@ -15,7 +15,7 @@ use dstream_core::job::{NodeId, NodeKind};
 use crate::local::Engine;
 use crate::sink::{self, Output, Sink};
 use crate::source::{self, Inbox, Receiver};
-use crate::{Error, checkpoint};
+use crate::{Error, checkpoint, inputlog};
 
 /// How to run.
 #[derive(Debug)]
@@ -53,6 +53,9 @@ pub struct BatchReport {
     pub tasks: usize,
     /// True when a checkpoint was written after it.
     pub checkpointed: bool,
+    /// True when it ran again after a restart, over the input logged for it
+    /// before the crash (see [`inputlog`](crate::inputlog)).
+    pub replayed: bool,
 }
 
 /// What a run did.
@@ -70,6 +73,8 @@ pub struct RunSummary {
 pub trait Progress {
     /// The run resumed from a checkpoint.
     fn resumed(&mut self, _batch: u64) {}
+    /// Batches `from..=to` run again first, over their logged input.
+    fn replaying(&mut self, _from: u64, _to: u64) {}
     /// A receiver started.
     fn receiver(&mut self, _name: &str, _addr: Option<std::net::SocketAddr>) {}
     /// A batch finished.
@@ -84,18 +89,39 @@ pub fn run(
     progress: &mut dyn Progress,
 ) -> Result<RunSummary, Error> {
     let job = engine.job();
+    let dir = &opts.checkpoint_dir;
     let resumed_from = if opts.fresh {
-        let n = checkpoint::clear(&opts.checkpoint_dir)?;
+        let n = checkpoint::clear(dir)? + inputlog::clear(dir)?;
         if n > 0 {
-            tracing::info!(removed = n, dir = %opts.checkpoint_dir.display(), "fresh start: old checkpoints removed");
+            tracing::info!(removed = n, dir = %dir.display(), "fresh start: old checkpoints and input logs removed");
         }
         None
     } else {
-        checkpoint::restore(&opts.checkpoint_dir, job, engine.store())?
+        checkpoint::restore(dir, job, engine.store())?
     };
     if let Some(b) = resumed_from {
-        tracing::info!(batch = b, dir = %opts.checkpoint_dir.display(), "resumed from checkpoint");
+        tracing::info!(batch = b, dir = %dir.display(), "resumed from checkpoint");
         progress.resumed(b);
+        inputlog::prune(dir, b)?;
+    }
+    let first = resumed_from.map_or(1, |b| b + 1);
+    // What receivers gave the batches since the checkpoint was logged before
+    // they ran: they run again first, over the same input.
+    let receives = job
+        .node_ids()
+        .any(|id| matches!(&job.node(id).kind, NodeKind::Source(src) if !src.is_replayable()));
+    let replay_to = if receives {
+        inputlog::logged_from(dir, first)?
+    } else {
+        first - 1
+    };
+    if replay_to >= first {
+        tracing::info!(
+            from = first,
+            to = replay_to,
+            "running the batches since the checkpoint again over their logged input"
+        );
+        progress.replaying(first, replay_to);
     }
     let mut sinks: Vec<(NodeId, Box<dyn Sink>)> = Vec::new();
     for s in &job.sinks {
@@ -117,9 +143,10 @@ pub fn run(
         }
     }
 
-    let first = resumed_from.map_or(1, |b| b + 1);
-    let start = Instant::now();
-    let start_wall = SystemTime::now();
+    // The real-time clock starts with the first batch not run again.
+    let live = replay_to + 1;
+    let mut start = Instant::now();
+    let mut start_wall = SystemTime::now();
     let mut last_batch = first - 1;
     let mut last_checkpoint = resumed_from;
     let mut n = first;
@@ -127,20 +154,51 @@ pub fn run(
         if opts.max_batches.is_some_and(|m| n - first >= m) {
             break;
         }
-        // Wait for the interval to end, unless asked to stop.
-        let due = start + job.interval * (n - first + 1) as u32;
-        while Instant::now() < due && !opts.stop.load(Ordering::Relaxed) {
+        let replayed = n < live;
+        if n == live && replay_to >= first {
+            start = Instant::now();
+            start_wall = SystemTime::now();
+        }
+        // Wait for the interval to end, unless asked to stop (a batch run
+        // again does not wait).
+        let due = start + job.interval * n.saturating_sub(live - 1) as u32;
+        while !replayed && Instant::now() < due && !opts.stop.load(Ordering::Relaxed) {
             std::thread::sleep((due - Instant::now()).min(Duration::from_millis(20)));
         }
         if opts.stop.load(Ordering::Relaxed) {
             break;
         }
         let began = Instant::now();
-        let delay = began.saturating_duration_since(due);
-        let received: BTreeMap<NodeId, Batch> = receivers
-            .iter()
-            .map(|(id, inbox, _)| (*id, inbox.take()))
-            .collect();
+        let delay = if replayed {
+            Duration::ZERO
+        } else {
+            began.saturating_duration_since(due)
+        };
+        let received: BTreeMap<NodeId, Batch> = if replayed {
+            inputlog::read(dir, job, n)?.ok_or_else(|| Error::Checkpoint {
+                path: dir.clone(),
+                message: format!("the input log of batch {n} disappeared"),
+            })?
+        } else {
+            // Logged (synced) before the batch runs, and only then confirmed
+            // to senders waiting for it (an http post is answered then).
+            let mut tickets = Vec::with_capacity(receivers.len());
+            let received: BTreeMap<NodeId, Batch> = receivers
+                .iter()
+                .map(|(id, inbox, _)| {
+                    let (batch, ticket) = inbox.take_unconfirmed();
+                    tickets.push((inbox, ticket));
+                    (*id, batch)
+                })
+                .collect();
+            if receives {
+                inputlog::write(dir, job, n, &received)?;
+            }
+            for (inbox, ticket) in tickets {
+                inbox.confirm(ticket);
+            }
+            received
+        };
         let stats = engine.run_batch(n, received)?;
         let mut records_out = 0;
         for (from, sink) in &mut sinks {
@@ -170,7 +228,8 @@ pub fn run(
         engine.finish_batch(n);
         let checkpointed = job.checkpoint_due(n);
         if checkpointed {
-            checkpoint::write(&opts.checkpoint_dir, job, engine.store(), n)?;
+            checkpoint::write(dir, job, engine.store(), n)?;
+            inputlog::prune(dir, n)?;
             last_checkpoint = Some(n);
         }
         if began.elapsed() > job.interval {
@@ -190,6 +249,7 @@ pub fn run(
             delay,
             tasks: stats.tasks,
             checkpointed,
+            replayed,
         };
         tracing::info!(
             batch = n,
@@ -199,6 +259,7 @@ pub fn run(
             delay_ms = delay.as_secs_f64() * 1e3,
             tasks = stats.tasks,
             wasm_calls = stats.wasm_calls,
+            replayed,
             "batch done"
         );
         progress.batch(&report);
@@ -207,7 +268,8 @@ pub fn run(
     }
     // Stopping: checkpoint the last batch so a restart loses nothing.
     if last_batch >= first && last_checkpoint != Some(last_batch) {
-        checkpoint::write(&opts.checkpoint_dir, job, engine.store(), last_batch)?;
+        checkpoint::write(dir, job, engine.store(), last_batch)?;
+        inputlog::prune(dir, last_batch)?;
         last_checkpoint = Some(last_batch);
     }
     for (_, _, r) in receivers {

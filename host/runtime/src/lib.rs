@@ -8,6 +8,8 @@
 //! - [`sink`]: output operations (stdout, files, http), idempotent per batch.
 //! - [`driver`]: the real-time loop: receivers, batches, sinks, checkpoints.
 //! - [`checkpoint`]: state written to a directory atomically, and read back.
+//! - [`inputlog`]: what receivers gave each batch since the last checkpoint,
+//!   logged before the batch runs, to run it again after a crash.
 //! - [`net`]: the cluster transport, QUIC with mutual TLS (certificates
 //!   from a cluster CA), framed messages.
 //! - [`cluster`]: the coordinator and worker processes and the CLI's
@@ -19,6 +21,7 @@ pub mod checkpoint;
 pub mod cluster;
 pub mod driver;
 pub mod error;
+pub mod inputlog;
 pub mod local;
 pub mod net;
 pub mod plugins;

@@ -1,0 +1,254 @@
+//! The received-input log of the embedded engine (Spark Streaming's receiver
+//! write-ahead log, one file per batch): what each receiver's inbox gave a
+//! batch is written to the checkpoint directory, synced, before the batch
+//! runs and before the records are confirmed to their senders (an http post
+//! is answered 200 only then). After a crash, the batches since the last
+//! checkpoint run again over the same input, so the running state and the
+//! sinks get exactly what they had; a log at or before a checkpoint is
+//! removed.
+//!
+//! Layout: `DIR/input/batch-NNNNNNNNNN.log`, postcard of [`Logged`], written
+//! as `.batch-NNNNNNNNNN.tmp`, synced, then renamed. Generator sources are
+//! not logged: their records follow from the seed and the batch number.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use dstream_core::Batch;
+use dstream_core::job::{Job, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::checkpoint::fingerprint;
+
+/// One batch's received input.
+#[derive(Debug, Serialize, Deserialize)]
+struct Logged {
+    /// [`fingerprint`] of the job that wrote it.
+    fingerprint: String,
+    batch: u64,
+    /// Per receiving source, by name: its records (data, bounds).
+    sources: Vec<(String, Vec<u8>, Vec<u32>)>,
+}
+
+fn input_dir(dir: &Path) -> PathBuf {
+    dir.join("input")
+}
+
+fn file_name(batch: u64) -> String {
+    format!("batch-{batch:010}.log")
+}
+
+fn io(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
+    let what = format!("{what} {}", path.display());
+    move |e| Error::io(what, e)
+}
+
+/// The batches logged in `dir`, in order.
+fn list(dir: &Path) -> Result<Vec<u64>, Error> {
+    let idir = input_dir(dir);
+    let rd = match fs::read_dir(&idir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("reading {}", idir.display()), e)),
+    };
+    let mut out: Vec<u64> = rd
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("batch-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Writes what the receivers gave `batch` (by source node), synced, before
+/// it runs.
+pub fn write(
+    dir: &Path,
+    job: &Job,
+    batch: u64,
+    input: &BTreeMap<NodeId, Batch>,
+) -> Result<(), Error> {
+    let idir = input_dir(dir);
+    fs::create_dir_all(&idir).map_err(io(&idir, "creating input log directory"))?;
+    let logged = Logged {
+        fingerprint: fingerprint(job),
+        batch,
+        sources: input
+            .iter()
+            .map(|(id, b)| {
+                (
+                    job.node(*id).name.clone(),
+                    b.data().to_vec(),
+                    b.bounds().to_vec(),
+                )
+            })
+            .collect(),
+    };
+    let bytes = postcard::to_allocvec(&logged).map_err(|e| Error::Checkpoint {
+        path: idir.clone(),
+        message: format!("encoding the input of batch {batch}: {e}"),
+    })?;
+    let tmp = idir.join(format!(".batch-{batch:010}.tmp"));
+    let mut f = fs::File::create(&tmp).map_err(io(&tmp, "creating"))?;
+    f.write_all(&bytes).map_err(io(&tmp, "writing"))?;
+    f.sync_all().map_err(io(&tmp, "syncing"))?;
+    let path = idir.join(file_name(batch));
+    fs::rename(&tmp, &path).map_err(io(&path, "renaming into"))?;
+    crate::checkpoint::sync_dir(&idir);
+    Ok(())
+}
+
+/// The input logged for `batch`, by source node, if it was logged. A log of
+/// another job graph, or naming a source this job does not receive, is an
+/// error (`--fresh` starts over).
+pub fn read(dir: &Path, job: &Job, batch: u64) -> Result<Option<BTreeMap<NodeId, Batch>>, Error> {
+    let path = input_dir(dir).join(file_name(batch));
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    let bad = |message: String| Error::Checkpoint {
+        path: path.clone(),
+        message,
+    };
+    let logged: Logged = postcard::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+    if logged.fingerprint != fingerprint(job) || logged.batch != batch {
+        return Err(bad(format!(
+            "the input of batch {} of another job graph (run with --fresh to start over)",
+            logged.batch
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for (name, data, bounds) in logged.sources {
+        let id = job
+            .node_ids()
+            .find(|id| job.node(*id).name == name)
+            .ok_or_else(|| bad(format!("names a source `{name}` the job does not have")))?;
+        let b = Batch::from_parts(data, bounds).map_err(|e| bad(e.to_string()))?;
+        out.insert(id, b);
+    }
+    Ok(Some(out))
+}
+
+/// The last of the batches `from`, `from + 1`, ... logged in a row in
+/// `dir` (`from - 1` when `from` is not logged): the ones to run again.
+pub fn logged_from(dir: &Path, from: u64) -> Result<u64, Error> {
+    let mut last = from - 1;
+    for b in list(dir)?.into_iter().filter(|b| *b >= from) {
+        if b != last + 1 {
+            tracing::warn!(
+                batch = b,
+                after = last,
+                "input log has a gap: later batches ignored"
+            );
+            break;
+        }
+        last = b;
+    }
+    Ok(last)
+}
+
+/// Removes the logs of batches up to `batch` (checkpointed: never run
+/// again). Returns how many.
+pub fn prune(dir: &Path, batch: u64) -> Result<usize, Error> {
+    let mut n = 0;
+    for b in list(dir)?.into_iter().filter(|b| *b <= batch) {
+        let p = input_dir(dir).join(file_name(b));
+        fs::remove_file(&p).map_err(io(&p, "removing"))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Removes every log (a fresh start).
+pub fn clear(dir: &Path) -> Result<usize, Error> {
+    prune(dir, u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dstream_core::job::JobFile;
+
+    fn job() -> Job {
+        JobFile::parse(
+            r#"name = "t"
+interval = "100ms"
+[sources.lines]
+kind = "tcp"
+addr = "127.0.0.1:9"
+[sinks.out]
+from = "lines"
+kind = "stdout"
+"#,
+        )
+        .unwrap()
+        .resolve(&BTreeMap::new())
+        .unwrap()
+    }
+
+    #[test]
+    fn logs_read_back_run_in_a_row_and_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job();
+        let src = job
+            .node_ids()
+            .find(|id| job.node(*id).name == "lines")
+            .unwrap();
+        for b in [3u64, 4, 5, 7] {
+            let input: Batch = [("", format!("line of {b}")), ("", "x".into())]
+                .into_iter()
+                .collect();
+            write(dir.path(), &job, b, &BTreeMap::from([(src, input)])).unwrap();
+        }
+        let got = read(dir.path(), &job, 4).unwrap().unwrap();
+        assert_eq!(got[&src].get(0), (&b""[..], &b"line of 4"[..]));
+        assert_eq!(got[&src].len(), 2);
+        assert!(read(dir.path(), &job, 6).unwrap().is_none());
+        // 3, 4, 5 in a row; 7 after a gap is not run again.
+        assert_eq!(logged_from(dir.path(), 3).unwrap(), 5);
+        assert_eq!(logged_from(dir.path(), 1).unwrap(), 0);
+        assert_eq!(logged_from(dir.path(), 7).unwrap(), 7);
+        assert_eq!(prune(dir.path(), 4).unwrap(), 2);
+        assert_eq!(list(dir.path()).unwrap(), [5, 7]);
+        assert_eq!(clear(dir.path()).unwrap(), 2);
+        assert!(list(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_log_of_another_job_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job();
+        let src = job.node_ids().next().unwrap();
+        write(dir.path(), &job, 1, &BTreeMap::from([(src, Batch::new())])).unwrap();
+        let other = JobFile::parse(
+            r#"name = "t"
+interval = "200ms"
+[sources.lines]
+kind = "tcp"
+addr = "127.0.0.1:9"
+[sinks.out]
+from = "lines"
+kind = "stdout"
+"#,
+        )
+        .unwrap()
+        .resolve(&BTreeMap::new())
+        .unwrap();
+        let e = read(dir.path(), &other, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("another job graph") && e.contains("--fresh"),
+            "{e}"
+        );
+    }
+}
