@@ -56,9 +56,10 @@ pub(crate) enum Command {
     /// with its state intact, and runs the batches since the checkpoint
     /// again over the same input: generator sources from their seed, tcp,
     /// http and files sources from the input logged (synced) in the
-    /// checkpoint directory before each batch ran. Records received but not
-    /// yet in a batch when the process died are lost, except http posts
-    /// answered 200 (answered only once logged).
+    /// checkpoint directory before each batch ran (receivers start once
+    /// those batches are done). Records received but not yet in a batch
+    /// when the process died are lost; an http post is answered 200 only
+    /// once its lines are logged.
     ///
     /// Plugins named by a crate directory are built first (needs the
     /// wasm32-unknown-unknown target; `scripts/setup.sh` installs it).
@@ -233,11 +234,13 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) checkpoint_dir: Option<PathBuf>,
 
-    /// Start from batch 1, ignoring (and then replacing) checkpoints.
+    /// Start from batch 1, removing the checkpoints and the logged input of
+    /// earlier runs.
     #[arg(long)]
     pub(crate) fresh: bool,
 
-    /// Stop after this many batches (then checkpoint and exit 0).
+    /// Stop after this many batches (then checkpoint and exit 0); batches
+    /// run again after a crash count.
     #[arg(long, value_name = "N")]
     pub(crate) batches: Option<u64>,
 

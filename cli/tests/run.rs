@@ -285,19 +285,22 @@ fn ctrl_c_finishes_the_batch_checkpoints_and_exits_0() {
     );
 }
 
-#[test]
-fn lines_from_a_socket_are_all_counted_once() {
-    use std::io::Write;
-    // The paper's example: a server sends lines; the job connects to it.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("job.toml");
+/// A job reading lines from a tcp server at `addr`, counting words with the
+/// wordcount plugin (`counts` is the line making the counts stream, e.g.
+/// `reduce_by_key = "wc/sum"`), into a files sink `out`. Returns its path.
+fn socket_job(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    counts: &str,
+    header: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("job.toml");
     std::fs::write(
         &path,
         format!(
             r#"name = "socket"
 interval = "100ms"
+{header}
 [plugins]
 wc = "{}"
 [sources.lines]
@@ -308,7 +311,7 @@ from = "lines"
 flat_map = "wc/split"
 [streams.counts]
 from = "words"
-reduce_by_key = "wc/sum"
+{counts}
 [sinks.out]
 from = "counts"
 kind = "files"
@@ -318,6 +321,44 @@ dir = "out"
         ),
     )
     .unwrap();
+    path
+}
+
+/// Sends `n` lines of three words over `conn`, pausing now and then so that
+/// they spread over several batches; returns the count of every word.
+fn send_lines(conn: &mut std::net::TcpStream, n: u64) -> BTreeMap<String, u64> {
+    use std::io::Write;
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..n {
+        let line = format!("w{} w{} shared\n", i % 17, i % 5);
+        for w in line.split_ascii_whitespace() {
+            *want.entry(w.to_string()).or_default() += 1;
+        }
+        conn.write_all(line.as_bytes()).unwrap();
+        if i % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+    want
+}
+
+/// The word counts of a files-sink batch file (`word\tcount` lines).
+fn counts_in(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .map(|l| {
+            let (k, v) = l.split_once('\t').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn lines_from_a_socket_are_all_counted_once() {
+    // The paper's example: a server sends lines; the job connects to it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_job(dir.path(), addr, r#"reduce_by_key = "wc/sum""#, "");
     let mut child = dstream()
         .arg("run")
         .arg(&path)
@@ -328,28 +369,15 @@ dir = "out"
         .spawn()
         .unwrap();
     let (mut conn, _) = listener.accept().unwrap();
-    let mut want: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..3000u64 {
-        let line = format!("w{} w{} shared\n", i % 17, i % 5);
-        for w in line.split_ascii_whitespace() {
-            *want.entry(w.to_string()).or_default() += 1;
-        }
-        conn.write_all(line.as_bytes()).unwrap();
-        if i % 500 == 0 {
-            std::thread::sleep(Duration::from_millis(60));
-        }
-    }
+    let want = send_lines(&mut conn, 3000);
     drop(conn);
     // Wait until every word arrived in some batch's file.
     let out = dir.path().join("out");
     let t0 = Instant::now();
     let total = |files: &BTreeMap<u64, String>| {
         let mut m: BTreeMap<String, u64> = BTreeMap::new();
-        for text in files.values() {
-            for l in text.lines() {
-                let (k, v) = l.split_once('\t').unwrap();
-                *m.entry(k.to_string()).or_default() += v.parse::<u64>().unwrap();
-            }
+        for (k, v) in files.values().flat_map(|text| counts_in(text)) {
+            *m.entry(k).or_default() += v;
         }
         m
     };
@@ -377,37 +405,15 @@ dir = "out"
 /// hold every line once.
 #[test]
 fn received_lines_survive_a_sigkill_through_the_input_log() {
-    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("job.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"name = "socket-crash"
-interval = "100ms"
-checkpoint_interval = "1h"
-[plugins]
-wc = "{}"
-[sources.lines]
-kind = "tcp"
-addr = "{addr}"
-[streams.words]
-from = "lines"
-flat_map = "wc/split"
-[streams.counts]
-from = "words"
-running_reduce = "wc/sum"
-[sinks.out]
-from = "counts"
-kind = "files"
-dir = "out"
-"#,
-            dstream_artifacts::WORDCOUNT
-        ),
-    )
-    .unwrap();
+    let path = socket_job(
+        dir.path(),
+        addr,
+        r#"running_reduce = "wc/sum""#,
+        r#"checkpoint_interval = "1h""#,
+    );
     let ck = dir.path().join("ck");
     let out = dir.path().join("out");
     let run = || {
@@ -421,34 +427,16 @@ dir = "out"
             .spawn()
             .unwrap()
     };
-    let totals = |text: &str| -> BTreeMap<String, u64> {
-        text.lines()
-            .map(|l| {
-                let (k, v) = l.split_once('\t').unwrap();
-                (k.to_string(), v.parse().unwrap())
-            })
-            .collect()
-    };
     let latest = || {
         batch_files(&out)
             .into_iter()
             .next_back()
-            .map(|(n, text)| (n, totals(&text)))
+            .map(|(n, text)| (n, counts_in(&text)))
     };
 
     let mut child = run();
     let (mut conn, _) = listener.accept().unwrap();
-    let mut want: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..2000u64 {
-        let line = format!("w{} w{} shared\n", i % 13, i % 7);
-        for w in line.split_ascii_whitespace() {
-            *want.entry(w.to_string()).or_default() += 1;
-        }
-        conn.write_all(line.as_bytes()).unwrap();
-        if i % 400 == 0 {
-            std::thread::sleep(Duration::from_millis(70));
-        }
-    }
+    let want = send_lines(&mut conn, 2000);
     drop(conn);
     let t0 = Instant::now();
     while latest().map(|(_, t)| t) != Some(want.clone()) {

@@ -495,9 +495,9 @@ impl Plugin {
             });
         }
         if let [first, second] = &ops[..] {
-            let index = |op: &Operator| self.operators.iter().position(|o| std::ptr::eq(*o, op));
-            let fused = index(first.op)
-                .zip(index(second.op))
+            let index = |s: &Stage<'_>| self.operators.iter().position(|o| o.name == s.op.name);
+            let fused = index(first)
+                .zip(index(second))
                 .and_then(|(i, j)| *self.fused.get(i)?.get(j)?);
             if let Some(run) = fused {
                 let mut out = Batch::new();
@@ -731,6 +731,25 @@ mod fed {
         Ok(a + b)
     }
 
+    /// Parameters of `times` and `capped`.
+    #[derive(Debug, crate::Params)]
+    struct Times {
+        /// How many times.
+        n: u64,
+    }
+
+    /// Each word `n` times (a parameter).
+    #[crate::flat_map]
+    fn times<'a>(line: &'a str, p: &Times) -> Vec<(&'a str, u64)> {
+        line.split(' ').map(|w| (w, p.n)).collect()
+    }
+
+    /// Adds counts up to `n` (a parameter).
+    #[crate::reduce]
+    fn capped(a: u64, b: u64, p: &Times) -> u64 {
+        (a + b).min(p.n)
+    }
+
     /// The longer text: values that borrow, so no combiner.
     #[crate::reduce]
     fn longest<'a>(a: &'a str, b: &'a str) -> &'a str {
@@ -745,8 +764,13 @@ mod fed {
             &long::OPERATOR,
             &add::OPERATOR,
             &longest::OPERATOR,
+            &times::OPERATOR,
+            &capped::OPERATOR,
         ],
-        fused: crate::__fused_rows!([words, long, add, longest] [words, long, add, longest]),
+        fused: crate::__fused_rows!(
+            [words, long, add, longest, times, capped]
+            [words, long, add, longest, times, capped]
+        ),
     };
 
     /// [`P`] without its fused pairs: every pipeline runs stage by stage.
@@ -768,9 +792,17 @@ mod fed {
             .map(|row| row.iter().map(Option::is_some).collect())
             .collect();
         let (f, t) = (false, true);
+        let none = [f; 6];
         assert_eq!(
             fused,
-            [[f, f, t, f], [f, f, f, f], [f, f, f, f], [f, f, f, f]]
+            [
+                [f, f, t, f, f, t],
+                none,
+                none,
+                none,
+                [f, f, t, f, f, t],
+                none
+            ]
         );
     }
 
@@ -807,6 +839,41 @@ mod fed {
             .unwrap_err();
         assert_eq!(e.message, "stage 1 (add): two sevens");
         assert_eq!(e.record, Some(11));
+    }
+
+    #[test]
+    fn fused_stages_take_their_parameters_as_unfused_ones_even_on_no_input() {
+        let with = |a: &str, b: &str| {
+            vec![
+                ("times".to_string(), vec![("n".to_string(), a.to_string())]),
+                ("capped".to_string(), vec![("n".to_string(), b.to_string())]),
+            ]
+        };
+        let input = Batch::from_values(["a b a", "b c"]);
+        let empty = Batch::new();
+        let mut outcomes = Vec::new();
+        for (a, b) in [("2", "3"), ("x", "3"), ("2", "y"), ("x", "y")] {
+            for records in [input.records(), empty.records()] {
+                let fused = P.pipeline(&with(a, b), records);
+                let unfused = UNFUSED.pipeline(&with(a, b), records);
+                let show = |r: Result<Batch, OpError>| match r {
+                    Ok(b) => format!("{:?}", b.decode::<&str, u64>().unwrap()),
+                    Err(e) => format!("{e}"),
+                };
+                let (fused, unfused) = (show(fused), show(unfused));
+                assert_eq!(fused, unfused, "n = {a}, {b}");
+                outcomes.push(fused);
+            }
+        }
+        // Words counted 2 each time, capped at 3; bad values name their
+        // stage (the first stage's only when it has records to run over).
+        assert_eq!(outcomes[0], r#"[("a", 3), ("b", 3), ("c", 2)]"#);
+        assert_eq!(outcomes[1], "[]");
+        assert!(outcomes[2].contains("stage 0 (times)"), "{}", outcomes[2]);
+        assert_eq!(outcomes[3], "[]");
+        for o in &outcomes[4..] {
+            assert!(o.contains("stage 1 (capped)"), "{o}");
+        }
     }
 
     #[test]

@@ -257,6 +257,12 @@ pub fn run_fused<First: Stage, C: Combine + Out>(
     mut fold: C,
     out: &mut Batch,
 ) -> Result<(), FusedError> {
+    // As unfused: over no records the first stage never runs (its
+    // parameters are not even read); the reduce's were, to start `fold`.
+    if input.is_empty() {
+        fold.finish(out);
+        return Ok(());
+    }
     match First::each(input, first, &mut fold) {
         Ok(()) => {
             fold.finish(out);

@@ -91,7 +91,9 @@ pub fn run(
     let job = engine.job();
     let dir = &opts.checkpoint_dir;
     let resumed_from = if opts.fresh {
-        let n = checkpoint::clear(dir)? + inputlog::clear(dir)?;
+        // Logs first: a crash in between must not leave old input beside
+        // no checkpoint.
+        let n = inputlog::clear(dir)? + checkpoint::clear(dir)?;
         if n > 0 {
             tracing::info!(removed = n, dir = %dir.display(), "fresh start: old checkpoints and input logs removed");
         }
@@ -111,10 +113,15 @@ pub fn run(
         .node_ids()
         .any(|id| matches!(&job.node(id).kind, NodeKind::Source(src) if !src.is_replayable()));
     let replay_to = if receives {
-        inputlog::logged_from(dir, first)?
+        let to = inputlog::logged_from(dir, first)?;
+        // Logs past a gap would be taken for the input of the batches that
+        // reuse their numbers.
+        inputlog::remove_after(dir, to)?;
+        to
     } else {
         first - 1
     };
+    let fingerprint = checkpoint::fingerprint(job);
     if replay_to >= first {
         tracing::info!(
             from = first,
@@ -130,18 +137,24 @@ pub fn run(
             sink::open(&s.name, &s.kind, &opts.base_dir, stdout())?,
         ));
     }
+    // Receivers start with the first batch not run again: what they receive
+    // is logged at the next batch, not held unlogged through a replay.
     let mut receivers: Vec<(NodeId, Arc<Inbox>, Receiver)> = Vec::new();
-    for id in job.node_ids() {
-        let n = job.node(id);
-        if let NodeKind::Source(src) = &n.kind
-            && !src.is_replayable()
-        {
-            let inbox = Inbox::new(opts.inbox_capacity);
-            let r = source::start(&n.name, src, &opts.base_dir, inbox.clone())?;
-            progress.receiver(&n.name, r.local_addr());
-            receivers.push((id, inbox, r));
+    let start_receivers = |progress: &mut dyn Progress| -> Result<_, Error> {
+        let mut started = Vec::new();
+        for id in job.node_ids() {
+            let n = job.node(id);
+            if let NodeKind::Source(src) = &n.kind
+                && !src.is_replayable()
+            {
+                let inbox = Inbox::new(opts.inbox_capacity);
+                let r = source::start(&n.name, src, &opts.base_dir, inbox.clone())?;
+                progress.receiver(&n.name, r.local_addr());
+                started.push((id, inbox, r));
+            }
         }
-    }
+        Ok(started)
+    };
 
     // The real-time clock starts with the first batch not run again.
     let live = replay_to + 1;
@@ -155,7 +168,8 @@ pub fn run(
             break;
         }
         let replayed = n < live;
-        if n == live && replay_to >= first {
+        if n == live {
+            receivers = start_receivers(progress)?;
             start = Instant::now();
             start_wall = SystemTime::now();
         }
@@ -192,14 +206,26 @@ pub fn run(
                 })
                 .collect();
             if receives {
-                inputlog::write(dir, job, n, &received)?;
+                inputlog::write(dir, job, &fingerprint, n, &received)?;
             }
             for (inbox, ticket) in tickets {
                 inbox.confirm(ticket);
             }
             received
         };
-        let stats = engine.run_batch(n, received)?;
+        let stats = engine.run_batch(n, received).map_err(|e| {
+            if replayed {
+                // Its input is kept: say how to go on without it.
+                Error::Checkpoint {
+                    path: inputlog::path(dir, n),
+                    message: format!(
+                        "batch {n} failed again over the input logged for it: {e}; remove this file to run on without that input, or start over with --fresh"
+                    ),
+                }
+            } else {
+                e
+            }
+        })?;
         let mut records_out = 0;
         for (from, sink) in &mut sinks {
             if !job.computes_at(*from, n) {
@@ -232,7 +258,7 @@ pub fn run(
             inputlog::prune(dir, n)?;
             last_checkpoint = Some(n);
         }
-        if began.elapsed() > job.interval {
+        if !replayed && began.elapsed() > job.interval {
             tracing::warn!(
                 batch = n,
                 processing_ms = began.elapsed().as_secs_f64() * 1e3,

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dstream_core::Batch;
-use dstream_core::job::{Job, NodeId};
+use dstream_core::job::{Job, NodeId, NodeKind};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -41,46 +41,64 @@ fn file_name(batch: u64) -> String {
     format!("batch-{batch:010}.log")
 }
 
+/// The log file of `batch` in checkpoint directory `dir`.
+pub fn path(dir: &Path, batch: u64) -> PathBuf {
+    input_dir(dir).join(file_name(batch))
+}
+
 fn io(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
     let what = format!("{what} {}", path.display());
     move |e| Error::io(what, e)
 }
 
-/// The batches logged in `dir`, in order.
-fn list(dir: &Path) -> Result<Vec<u64>, Error> {
+/// The batches logged in `dir`, in order (with `tmp`, also those whose
+/// log was being written, as `.batch-N.tmp`), with their files.
+fn list_all(dir: &Path, tmp: bool) -> Result<Vec<(u64, PathBuf)>, Error> {
     let idir = input_dir(dir);
     let rd = match fs::read_dir(&idir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(format!("reading {}", idir.display()), e)),
     };
-    let mut out: Vec<u64> = rd
+    let mut out: Vec<(u64, PathBuf)> = rd
         .flatten()
         .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("batch-")?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()
+            let name = e.file_name();
+            let name = name.to_str()?;
+            let n = match name.strip_prefix("batch-") {
+                Some(rest) => rest.strip_suffix(".log")?,
+                None if tmp => name.strip_prefix(".batch-")?.strip_suffix(".tmp")?,
+                None => return None,
+            };
+            Some((n.parse().ok()?, e.path()))
         })
         .collect();
     out.sort_unstable();
     Ok(out)
 }
 
+/// The batches logged in `dir`, in order.
+fn list(dir: &Path) -> Result<Vec<u64>, Error> {
+    Ok(list_all(dir, false)?.into_iter().map(|(n, _)| n).collect())
+}
+
 /// Writes what the receivers gave `batch` (by source node), synced, before
-/// it runs.
+/// it runs. `fingerprint` is the job's [`fingerprint`] (computed once by the
+/// caller: it formats the whole job).
 pub fn write(
     dir: &Path,
     job: &Job,
+    fingerprint: &str,
     batch: u64,
     input: &BTreeMap<NodeId, Batch>,
 ) -> Result<(), Error> {
     let idir = input_dir(dir);
-    fs::create_dir_all(&idir).map_err(io(&idir, "creating input log directory"))?;
+    if !idir.is_dir() {
+        fs::create_dir_all(&idir).map_err(io(&idir, "creating input log directory"))?;
+        crate::checkpoint::sync_dir(dir);
+    }
     let logged = Logged {
-        fingerprint: fingerprint(job),
+        fingerprint: fingerprint.to_string(),
         batch,
         sources: input
             .iter()
@@ -132,8 +150,11 @@ pub fn read(dir: &Path, job: &Job, batch: u64) -> Result<Option<BTreeMap<NodeId,
     for (name, data, bounds) in logged.sources {
         let id = job
             .node_ids()
-            .find(|id| job.node(*id).name == name)
-            .ok_or_else(|| bad(format!("names a source `{name}` the job does not have")))?;
+            .find(|id| {
+                let n = job.node(*id);
+                n.name == name && matches!(&n.kind, NodeKind::Source(src) if !src.is_replayable())
+            })
+            .ok_or_else(|| bad(format!("names a source `{name}` the job does not receive")))?;
         let b = Batch::from_parts(data, bounds).map_err(|e| bad(e.to_string()))?;
         out.insert(id, b);
     }
@@ -158,21 +179,34 @@ pub fn logged_from(dir: &Path, from: u64) -> Result<u64, Error> {
     Ok(last)
 }
 
-/// Removes the logs of batches up to `batch` (checkpointed: never run
-/// again). Returns how many.
-pub fn prune(dir: &Path, batch: u64) -> Result<usize, Error> {
+/// Removes the logs (and unfinished ones) of the batches `keep` says
+/// false for. Returns how many.
+fn remove(dir: &Path, keep: impl Fn(u64) -> bool) -> Result<usize, Error> {
     let mut n = 0;
-    for b in list(dir)?.into_iter().filter(|b| *b <= batch) {
-        let p = input_dir(dir).join(file_name(b));
-        fs::remove_file(&p).map_err(io(&p, "removing"))?;
-        n += 1;
+    for (b, p) in list_all(dir, true)? {
+        if !keep(b) {
+            fs::remove_file(&p).map_err(io(&p, "removing"))?;
+            n += 1;
+        }
     }
     Ok(n)
 }
 
+/// Removes the logs of batches up to `batch` (checkpointed: never run
+/// again). Returns how many.
+pub fn prune(dir: &Path, batch: u64) -> Result<usize, Error> {
+    remove(dir, |b| b > batch)
+}
+
+/// Removes the logs of batches after `batch`: at a restart, those past a
+/// gap, whose numbers the batches about to run will reuse.
+pub fn remove_after(dir: &Path, batch: u64) -> Result<usize, Error> {
+    remove(dir, |b| b <= batch)
+}
+
 /// Removes every log (a fresh start).
 pub fn clear(dir: &Path) -> Result<usize, Error> {
-    prune(dir, u64::MAX)
+    remove(dir, |_| false)
 }
 
 #[cfg(test)]
@@ -180,18 +214,19 @@ mod tests {
     use super::*;
     use dstream_core::job::JobFile;
 
-    fn job() -> Job {
-        JobFile::parse(
+    /// A job receiving lines over tcp, batch every `interval`.
+    fn tcp_job(interval: &str) -> Job {
+        JobFile::parse(&format!(
             r#"name = "t"
-interval = "100ms"
+interval = "{interval}"
 [sources.lines]
 kind = "tcp"
 addr = "127.0.0.1:9"
 [sinks.out]
 from = "lines"
 kind = "stdout"
-"#,
-        )
+"#
+        ))
         .unwrap()
         .resolve(&BTreeMap::new())
         .unwrap()
@@ -200,7 +235,7 @@ kind = "stdout"
     #[test]
     fn logs_read_back_run_in_a_row_and_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
-        let job = job();
+        let job = tcp_job("100ms");
         let src = job
             .node_ids()
             .find(|id| job.node(*id).name == "lines")
@@ -209,7 +244,8 @@ kind = "stdout"
             let input: Batch = [("", format!("line of {b}")), ("", "x".into())]
                 .into_iter()
                 .collect();
-            write(dir.path(), &job, b, &BTreeMap::from([(src, input)])).unwrap();
+            let input = BTreeMap::from([(src, input)]);
+            write(dir.path(), &job, &fingerprint(&job), b, &input).unwrap();
         }
         let got = read(dir.path(), &job, 4).unwrap().unwrap();
         assert_eq!(got[&src].get(0), (&b""[..], &b"line of 4"[..]));
@@ -221,30 +257,28 @@ kind = "stdout"
         assert_eq!(logged_from(dir.path(), 7).unwrap(), 7);
         assert_eq!(prune(dir.path(), 4).unwrap(), 2);
         assert_eq!(list(dir.path()).unwrap(), [5, 7]);
+        assert_eq!(remove_after(dir.path(), 5).unwrap(), 1);
+        assert_eq!(list(dir.path()).unwrap(), [5]);
+        // A log left half written by a crash goes with the others.
+        let tmp = input_dir(dir.path()).join(".batch-0000000006.tmp");
+        std::fs::write(tmp, b"x").unwrap();
         assert_eq!(clear(dir.path()).unwrap(), 2);
-        assert!(list(dir.path()).unwrap().is_empty());
+        assert!(
+            fs::read_dir(input_dir(dir.path()))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]
     fn a_log_of_another_job_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let job = job();
+        let job = tcp_job("100ms");
         let src = job.node_ids().next().unwrap();
-        write(dir.path(), &job, 1, &BTreeMap::from([(src, Batch::new())])).unwrap();
-        let other = JobFile::parse(
-            r#"name = "t"
-interval = "200ms"
-[sources.lines]
-kind = "tcp"
-addr = "127.0.0.1:9"
-[sinks.out]
-from = "lines"
-kind = "stdout"
-"#,
-        )
-        .unwrap()
-        .resolve(&BTreeMap::new())
-        .unwrap();
+        let input = BTreeMap::from([(src, Batch::new())]);
+        write(dir.path(), &job, &fingerprint(&job), 1, &input).unwrap();
+        let other = tcp_job("200ms");
         let e = read(dir.path(), &other, 1).unwrap_err().to_string();
         assert!(
             e.contains("another job graph") && e.contains("--fresh"),
