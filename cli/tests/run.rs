@@ -483,6 +483,95 @@ fn received_lines_survive_a_sigkill_through_the_input_log() {
     assert_eq!(got, want, "running totals after the restart");
 }
 
+/// A received line the job fails on stops the run, and its logged batch
+/// fails again at every restart, naming its log file; once that file is
+/// removed, the job runs on.
+#[test]
+fn a_logged_batch_that_fails_again_names_its_log_file() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "refusing"
+interval = "100ms"
+[plugins]
+h = "{}"
+[sources.lines]
+kind = "tcp"
+addr = "{addr}"
+[streams.checked]
+from = "lines"
+map = "h/fail"
+[sinks.out]
+from = "checked"
+kind = "files"
+dir = "out"
+"#,
+            dstream_artifacts::HOSTILE
+        ),
+    )
+    .unwrap();
+    let ck = dir.path().join("ck");
+    let run = || {
+        dstream()
+            .arg("run")
+            .arg(&path)
+            .arg("--checkpoint-dir")
+            .arg(&ck)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = run();
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.write_all(b"fine\na bad line\n").unwrap();
+    let first = child.wait_with_output().unwrap();
+    drop(conn);
+    assert!(!first.status.success());
+    assert!(String::from_utf8_lossy(&first.stderr).contains("refusing"));
+    // Restarted: the same batch, over its logged input, fails again.
+    let again = run().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("failed again over the input logged"),
+        "{stderr}"
+    );
+    // It names one of the logs (earlier batches, if any, replayed fine).
+    let named: Vec<_> = std::fs::read_dir(ck.join("input"))
+        .unwrap()
+        .flatten()
+        .filter(|e| stderr.contains(&*e.file_name().to_string_lossy()))
+        .collect();
+    assert_eq!(named.len(), 1, "{stderr}");
+    // Without it, the job runs on and takes new lines.
+    std::fs::remove_file(named[0].path()).unwrap();
+    let mut child = run();
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.write_all(b"after\n").unwrap();
+    let out = dir.path().join("out");
+    let t0 = Instant::now();
+    while !std::fs::read_dir(&out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("after")))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no batch after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// A plugin built for wasm32-wasip2 (it imports WASI through std) runs when
 /// the job declares `wasi = "deterministic"`, and two runs write the same
 /// bytes; declared plainly, it is refused with the way to allow it.
