@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, dstream, files, job_file, pageviews, run_embedded, wordcount};
+use common::{
+    Cluster, dstream, files, job_file, pageviews, post_when_listening, run_embedded, wordcount,
+};
 
 const BATCHES: u64 = 8;
 
@@ -169,35 +171,6 @@ fn received_lines_are_counted_once_and_copied_to_a_second_worker() {
         std::thread::sleep(Duration::from_millis(200));
     }
     feeder.join().unwrap();
-}
-
-/// POSTs `body` to the http source at `addr` once it listens (retrying a
-/// refused connection until `patience` runs out); the status line and body.
-fn post_when_listening(addr: std::net::SocketAddr, body: &str, patience: Duration) -> String {
-    use std::io::{Read, Write};
-    let until = Instant::now() + patience;
-    loop {
-        match std::net::TcpStream::connect(addr) {
-            Ok(mut s) => {
-                write!(
-                    s,
-                    "POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .unwrap();
-                let mut answer = String::new();
-                s.read_to_string(&mut answer).unwrap();
-                return answer;
-            }
-            Err(e) => {
-                assert!(
-                    Instant::now() < until,
-                    "the http source never listened: {e}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
 }
 
 #[test]

@@ -483,6 +483,92 @@ fn received_lines_survive_a_sigkill_through_the_input_log() {
     assert_eq!(got, want, "running totals after the restart");
 }
 
+/// Lines posted over http and answered 200 survive a SIGKILL right after
+/// the answer: they were logged before it, and the restarted job counts
+/// them.
+#[test]
+fn posted_lines_answered_200_survive_a_sigkill() {
+    // A free port for the source.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "posted"
+interval = "100ms"
+checkpoint_interval = "1h"
+[plugins]
+wc = "{}"
+[sources.posted]
+kind = "http"
+listen = "{addr}"
+[streams.words]
+from = "posted"
+flat_map = "wc/split"
+[streams.counts]
+from = "words"
+running_reduce = "wc/sum"
+[sinks.out]
+from = "counts"
+kind = "files"
+dir = "out"
+"#,
+            dstream_artifacts::WORDCOUNT
+        ),
+    )
+    .unwrap();
+    let ck = dir.path().join("ck");
+    let run = || {
+        dstream()
+            .arg("run")
+            .arg(&path)
+            .arg("--checkpoint-dir")
+            .arg(&ck)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut text = String::new();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..300u64 {
+        let line = format!("p{} q{}\n", i % 7, i % 3);
+        for w in line.split_ascii_whitespace() {
+            *want.entry(w.to_string()).or_default() += 1;
+        }
+        text.push_str(&line);
+    }
+    let mut child = run();
+    let answer = common::post_when_listening(addr, &text, Duration::from_secs(30));
+    child.kill().unwrap(); // SIGKILL on Unix, at once
+    child.wait().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let mut child = run();
+    let out = dir.path().join("out");
+    let latest = || {
+        batch_files(&out)
+            .into_iter()
+            .next_back()
+            .map(|(_, text)| counts_in(&text))
+    };
+    let t0 = Instant::now();
+    while latest() != Some(want.clone()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "after the restart: {:?}",
+            latest()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// A received line the job fails on stops the run, and its logged batch
 /// fails again at every restart, naming its log file; once that file is
 /// removed, the job runs on.

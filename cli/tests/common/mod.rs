@@ -278,3 +278,36 @@ pub(crate) fn run_embedded(
     assert!(run.status.success(), "{run:?}");
     files(&dir.join(out))
 }
+
+/// POSTs `body` to the http source at `addr` once it listens (retrying a
+/// refused connection until `patience` runs out); the status line and body.
+pub(crate) fn post_when_listening(
+    addr: std::net::SocketAddr,
+    body: &str,
+    patience: Duration,
+) -> String {
+    use std::io::{Read, Write};
+    let until = Instant::now() + patience;
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(mut s) => {
+                write!(
+                    s,
+                    "POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).unwrap();
+                return answer;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < until,
+                    "the http source never listened: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
