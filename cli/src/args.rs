@@ -123,6 +123,13 @@ pub(crate) struct CoordinatorArgs {
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
     pub(crate) speculation_min: Duration,
 
+    /// A worker whose task lost to a speculative copy after running at
+    /// least 4 times its stage's median gets no new task for this long
+    /// while other workers can take it (a slow node then stops delaying
+    /// every batch); 0s never sets a worker aside.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) slow_block: Duration,
+
     /// Where submitted jobs are kept (a restarted coordinator resumes them
     /// from their last checkpoint) and, under `checkpoints/`, the jobs'
     /// checkpoints: a directory every worker reaches.

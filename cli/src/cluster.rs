@@ -60,6 +60,7 @@ pub(crate) fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         heartbeat_timeout: a.heartbeat_timeout,
         speculation: (a.speculation > 0.0).then_some(a.speculation),
         speculation_min: a.speculation_min,
+        slow_block: a.slow_block,
         state_dir: std::path::absolute(&a.state_dir)
             .with_context(|| format!("resolving {}", a.state_dir.display()))?,
     };

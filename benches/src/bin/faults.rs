@@ -1,7 +1,8 @@
 //! Faults on a real cluster, like the D-Streams paper's figures: the time
 //! of each batch around a worker killed with SIGKILL, for several checkpoint
-//! intervals; and the batch time with one worker slowed 10x, with and
-//! without speculation. Writes `benches/figures/recovery.svg` and
+//! intervals; and the batch time with one worker slowed 10x, with
+//! speculation (and the slow worker set aside once a copy beat it by far),
+//! with copies only, and without speculation. Writes `benches/figures/recovery.svg` and
 //! `benches/figures/stragglers.svg` and prints the figures.
 //!
 //! ```text
@@ -122,16 +123,21 @@ struct Trial<'a> {
     /// Worker 3 slowed this much.
     slow: Option<f64>,
     speculation: bool,
+    /// Set a worker far slower than the copies of its tasks aside
+    /// (`--slow-block`, 60 s) or not (0 s).
+    set_aside: bool,
 }
 
 fn run(t: &Trial<'_>) -> Vec<BatchTime> {
-    let state = t.dir.join(format!(
-        "state-{}-{}-{:?}-{}",
-        t.checkpoint_batches,
-        t.kill_after.unwrap_or(0),
-        t.slow,
-        t.speculation
-    ));
+    let state = t.dir.join(
+        format!(
+            "state-{}-{}-{:?}-{}",
+            t.checkpoint_batches,
+            t.kill_after.unwrap_or(0),
+            t.slow,
+            t.speculation
+        ) + if t.set_aside { "-aside" } else { "" },
+    );
     let certs = t.dir.join("certs");
     let certs_s = certs.to_str().expect("utf-8 path");
     let state_s = state.to_str().expect("utf-8 path");
@@ -150,6 +156,8 @@ fn run(t: &Trial<'_>) -> Vec<BatchTime> {
         speculation,
         "--speculation-min",
         "20ms",
+        "--slow-block",
+        if t.set_aside { "60s" } else { "0s" },
     ]);
     let line = coordinator.wait_for("coordinator listening on ");
     let addr = line.rsplit(' ').next().expect("address").to_string();
@@ -310,6 +318,7 @@ fn main() {
             // Off, so that the figure shows detection and recovery (a copy
             // of a task stuck on the dead worker would hide part of it).
             speculation: false,
+            set_aside: false,
         });
         let before = median(&times[5..kill as usize]);
         let worst = times.iter().map(|b| b.ms).fold(0.0, f64::max);
@@ -347,10 +356,21 @@ fn main() {
 
     // One worker slowed 10x, with and without speculation.
     let mut stragglers = Vec::new();
-    for (name, slow, spec) in [
-        ("healthy", None, true),
-        ("one worker 10x slower, speculation", Some(10.0), true),
-        ("one worker 10x slower, no speculation", Some(10.0), false),
+    for (name, slow, spec, set_aside) in [
+        ("healthy", None, true, true),
+        ("one worker 10x slower, speculation", Some(10.0), true, true),
+        (
+            "one worker 10x slower, no speculation",
+            Some(10.0),
+            false,
+            false,
+        ),
+        (
+            "one worker 10x slower, copies only",
+            Some(10.0),
+            true,
+            false,
+        ),
     ] {
         let times = run(&Trial {
             dir: &dir,
@@ -359,6 +379,7 @@ fn main() {
             kill_after: None,
             slow,
             speculation: spec,
+            set_aside,
         });
         let m = median(&times[3..]);
         println!("{name:<40} median batch {m:>7.1} ms");
@@ -367,9 +388,11 @@ fn main() {
     let h = median(&stragglers[0].1[3..]);
     let s = median(&stragglers[1].1[3..]);
     let n = median(&stragglers[2].1[3..]);
+    let c = median(&stragglers[3].1[3..]);
     println!(
-        "with speculation: {:.2}x healthy; without: {:.2}x healthy",
+        "with speculation: {:.2}x healthy (copies only, the slow worker never set aside: {:.2}x); without: {:.2}x healthy",
         s / h,
+        c / h,
         n / h
     );
     plot(

@@ -11,6 +11,17 @@ use dstream_core::plan::{Aux, BlockId};
 use dstream_core::wire::WorkerId;
 use dstream_core::{Encoding, OperatorInfo, OperatorKind, PluginInfo};
 
+/// A simulation where a worker is never set aside as slow: the tests of a
+/// lost worker silence it, and set aside first (its tasks taken over by
+/// copies) it would hold nothing by the time it is declared lost.
+fn sim_keeping_workers(job: Job, workers: u32, slots: u32, seed: u64) -> Sim {
+    let config = dstream_core::coordinator::Config {
+        slow_block: Duration::ZERO,
+        ..Default::default()
+    };
+    Sim::with_config(job, workers, slots, seed, config)
+}
+
 fn job(partitions: u32, body: &str) -> Job {
     let u = Encoding::Utf8;
     let n = Encoding::U64;
@@ -207,7 +218,7 @@ fn went_on(sim: &mut Sim, start: std::time::Instant, until_ms: u64) -> u64 {
 
 #[test]
 fn state_lost_with_a_worker_mid_shuffle_is_recomputed_from_lineage() {
-    let mut sim = Sim::new(job(16, RUNNING), 10, 2, 4);
+    let mut sim = sim_keeping_workers(job(16, RUNNING), 10, 2, 4);
     let start = sim.now;
     went_on(&mut sim, start, 1502);
     // Lost in the middle of batch 15 (tasks take 1-4 ms), after the
@@ -235,7 +246,7 @@ fn state_lost_with_a_worker_mid_shuffle_is_recomputed_from_lineage() {
 
 #[test]
 fn two_workers_lost_and_one_coming_back() {
-    let mut sim = Sim::new(job(8, RUNNING), 6, 2, 5);
+    let mut sim = sim_keeping_workers(job(8, RUNNING), 6, 2, 5);
     let start = sim.now;
     went_on(&mut sim, start, 1000);
     let (a, b) = (sim.workers[0], sim.workers[4]);
@@ -269,6 +280,8 @@ fn a_straggler_gets_a_copy_and_the_first_result_wins() {
         let config = Config {
             speculation,
             speculation_min: Duration::from_millis(1),
+            // Copies only: the slow worker keeps getting tasks.
+            slow_block: Duration::ZERO,
             ..Config::default()
         };
         let mut sim = Sim::with_config(job(16, RUNNING), 8, 2, 7, config);
@@ -317,8 +330,59 @@ fn a_straggler_gets_a_copy_and_the_first_result_wins() {
 }
 
 #[test]
+fn a_worker_slower_than_the_copies_of_its_tasks_is_set_aside_for_a_while() {
+    use dstream_core::coordinator::Config;
+    let run = |slow_block: Duration| {
+        // Tasks take 1-4 ms here (10-40 ms on the slow worker).
+        let config = Config {
+            speculation: Some(1.5),
+            speculation_min: Duration::from_millis(1),
+            slow_block,
+            ..Config::default()
+        };
+        let mut sim = Sim::with_config(job(16, RUNNING), 8, 2, 7, config);
+        let slow = sim.workers[3];
+        sim.slow = Some(slow);
+        let start = sim.now;
+        let n = went_on(&mut sim, start, 10_000);
+        assert!(n >= 95, "only {n} batches");
+        // Tasks sent to the slow worker between `from` and `to` ms.
+        let to_slow = |from: u64, to: u64| {
+            sim.sent
+                .iter()
+                .filter(|(t, w)| {
+                    let ms = t.saturating_duration_since(start).as_millis() as u64;
+                    *w == slow && (from..to).contains(&ms)
+                })
+                .count()
+        };
+        let windows = (to_slow(1000, 4000), to_slow(4000, 10_000));
+        (sim, windows)
+    };
+    let (kept, kept_windows) = run(Duration::ZERO);
+    let (aside, aside_windows) = run(Duration::from_secs(4));
+    assert_eq!(kept.coord.stats().workers_set_aside, 0);
+    assert!(aside.coord.stats().workers_set_aside > 0);
+    // Never set aside, it gets tasks all along; set aside by a copy that
+    // won in the first second, none until the 4 s are over, then again.
+    assert!(kept_windows.0 > 0 && kept_windows.1 > 0, "{kept_windows:?}");
+    assert_eq!(aside_windows.0, 0, "{aside_windows:?}");
+    assert!(aside_windows.1 > 0, "{aside_windows:?}");
+    // Fewer copies are needed, and batches are no slower.
+    let (k, a) = (kept.coord.stats(), aside.coord.stats());
+    assert!(
+        a.tasks_speculated < k.tasks_speculated,
+        "{} copies set aside vs {} not",
+        a.tasks_speculated,
+        k.tasks_speculated
+    );
+    let (ma, mk) = (median(&aside.times), median(&kept.times));
+    assert!(ma <= mk, "median batch {ma:?} set aside vs {mk:?} not");
+}
+
+#[test]
 fn a_worker_lost_while_a_checkpoint_is_written_leaves_the_previous_one_in_use() {
-    let mut sim = Sim::new(job(8, RUNNING), 6, 2, 9);
+    let mut sim = sim_keeping_workers(job(8, RUNNING), 6, 2, 9);
     let start = sim.now;
     // Checkpoints every 10 batches (1 s). The one of batch 20 is being
     // written when a worker holding some of its blocks dies.

@@ -45,7 +45,18 @@ pub struct Config {
     /// `speculation.minTaskRuntime`): below it, a copy costs more than the
     /// wait.
     pub speculation_min: Duration,
+    /// A worker whose task lost to a speculative copy after running at
+    /// least [`SLOW_FACTOR`] times its stage's median gets no new task for
+    /// this long while another worker can take it (as Flink's
+    /// `block-slow-node-duration`): a slow node stops delaying every batch
+    /// by the time a copy takes. Zero turns it off.
+    pub slow_block: Duration,
 }
+
+/// How many times its stage's median a task that lost to a copy had run
+/// for its worker to be set aside as slow (see [`Config::slow_block`]):
+/// well above the spread of healthy tasks.
+pub const SLOW_FACTOR: u32 = 4;
 
 impl Default for Config {
     fn default() -> Self {
@@ -55,6 +66,7 @@ impl Default for Config {
             last_batch: None,
             speculation: Some(1.5),
             speculation_min: Duration::from_millis(100),
+            slow_block: Duration::from_secs(60),
         }
     }
 }
@@ -349,6 +361,8 @@ pub struct Stats {
     pub tasks_speculated: u64,
     /// Results that came after another copy of their task had won.
     pub late_results: u64,
+    /// Times a worker was set aside as slow (see [`Config::slow_block`]).
+    pub workers_set_aside: u64,
 }
 
 /// The coordinator of one job.
@@ -384,6 +398,8 @@ pub struct Coordinator {
     /// Attempts that lost to another copy of their task, until they answer:
     /// an output they report is dropped, in their batch or after it.
     losers: BTreeSet<(WorkerId, BlockId)>,
+    /// Workers set aside as slow, until when (see [`Config::slow_block`]).
+    slow: BTreeMap<WorkerId, Instant>,
 }
 
 impl Coordinator {
@@ -410,6 +426,7 @@ impl Coordinator {
             recover: BTreeSet::new(),
             last_pass: now,
             losers: BTreeSet::new(),
+            slow: BTreeMap::new(),
             checkpoint: None,
             ckpt_held: BTreeMap::new(),
             job,
@@ -677,6 +694,19 @@ impl Coordinator {
         }
         let run = b.running.remove(&block).expect("present");
         b.unwatch(block, &run);
+        // The first attempt lost to a copy, far behind its stage: its
+        // worker is set aside. (Healthy tasks a little slower than the
+        // median, as some always are, mark nothing.)
+        let (first, started) = run.attempts[0];
+        let far_behind = b
+            .stage_of
+            .get(&block)
+            .and_then(|s| b.stages[*s].median)
+            .is_some_and(|m| now.saturating_duration_since(started) >= SLOW_FACTOR * m);
+        if first != worker && far_behind && !self.config.slow_block.is_zero() {
+            self.slow.insert(first, now + self.config.slow_block);
+            self.stats.workers_set_aside += 1;
+        }
         for (w, _) in run.attempts.iter().filter(|(w, _)| *w != worker) {
             self.losers.insert((*w, block));
             self.commands
@@ -886,6 +916,7 @@ impl Coordinator {
             holders.retain(|w| *w != id);
         }
         self.losers.retain(|(w, _)| *w != id);
+        self.slow.remove(&id);
         // Its running tasks go back to the queue, and so do the tasks of
         // this batch whose output only it held: they are computed again
         // from their lineage (their inputs, recomputed the same way when
@@ -1134,7 +1165,7 @@ impl Coordinator {
             }
             let since = *p.ready_since.get_or_insert(now);
             p.wake = None;
-            match self.place(&mut p, now.saturating_duration_since(since)) {
+            match self.place(&mut p, now.saturating_duration_since(since), now) {
                 Some((worker, local)) => {
                     let sources = self.sources(&p.task);
                     if sources.iter().any(|(_, h)| h.is_empty()) {
@@ -1233,7 +1264,10 @@ impl Coordinator {
                 .workers
                 .iter()
                 .filter(|(id, w)| {
-                    **id != first && w.running < w.slots && !self.losers.contains(&(**id, block))
+                    **id != first
+                        && w.running < w.slots
+                        && !self.losers.contains(&(**id, block))
+                        && !self.set_aside(id, now)
                 })
                 .min_by_key(|(id, w)| (w.running * 1000 / w.slots, **id))
                 .map(|(id, _)| *id)
@@ -1258,9 +1292,17 @@ impl Coordinator {
         }
     }
 
+    /// Whether worker `id` is set aside as slow at `now` (never when every
+    /// live worker is: then none is).
+    fn set_aside(&self, id: &WorkerId, now: Instant) -> bool {
+        let aside = |w: &WorkerId| self.slow.get(w).is_some_and(|until| *until > now);
+        aside(id) && self.workers.keys().any(|w| !aside(w))
+    }
+
     /// The worker for `task`: where its data is, if it has a slot (or the
-    /// locality wait is over); `true` when that is local.
-    fn place(&self, p: &mut Pending, waited: Duration) -> Option<(WorkerId, bool)> {
+    /// locality wait is over); `true` when that is local. A worker set aside
+    /// as slow gets nothing, not even its own data's tasks (they fetch it).
+    fn place(&self, p: &mut Pending, waited: Duration, now: Instant) -> Option<(WorkerId, bool)> {
         // A worker still running a copy of this task that lost (cancelled,
         // not yet answered) does not get it again until that copy answers:
         // the two answers would be taken for one another.
@@ -1268,13 +1310,20 @@ impl Coordinator {
         let free = |id: &WorkerId| {
             self.workers.get(id).is_some_and(|w| w.running < w.slots)
                 && !self.losers.contains(&(*id, output))
+                && (self.slow.is_empty() || !self.set_aside(id, now))
         };
         let (preferred, pinned) = p.preferred.get_or_insert_with(|| self.preferred(&p.task));
         if let Some(w) = preferred.iter().find(|w| free(w)) {
             return Some((*w, true));
         }
-        // State stays where it is: its task waits for a slot there.
-        if *pinned || (!preferred.is_empty() && waited < self.config.locality_wait) {
+        let slow_holders = !self.slow.is_empty()
+            && !preferred.is_empty()
+            && preferred.iter().all(|w| self.set_aside(w, now));
+        // State stays where it is: its task waits for a slot there (unless
+        // its holders are set aside as slow: then it moves).
+        if !slow_holders
+            && (*pinned || (!preferred.is_empty() && waited < self.config.locality_wait))
+        {
             return None;
         }
         // Anywhere: the least loaded worker with a free slot.

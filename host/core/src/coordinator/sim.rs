@@ -43,6 +43,8 @@ pub struct Sim {
     pub busy: Duration,
     /// A worker whose tasks take 10x longer.
     pub slow: Option<WorkerId>,
+    /// Every task sent: when, and to which worker.
+    pub sent: Vec<(Instant, WorkerId)>,
     /// Receivers started: (source, worker).
     pub receivers_started: Vec<(NodeId, WorkerId)>,
     /// Input cuts: (batch, receiver's worker, replica).
@@ -89,6 +91,7 @@ impl Sim {
             state_tasks: (0, 0),
             busy: Duration::ZERO,
             slow: None,
+            sent: Vec::new(),
             receivers_started: Vec::new(),
             cuts: Vec::new(),
             failed: Vec::new(),
@@ -141,6 +144,7 @@ impl Sim {
                     for (b, holders) in &sources {
                         assert!(!holders.is_empty(), "{b} has no holder");
                     }
+                    self.sent.push((self.now, worker));
                     if let Work::Keyed {
                         has_state: true, ..
                     } = task.work

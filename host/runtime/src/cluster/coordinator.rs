@@ -40,6 +40,9 @@ pub struct CoordinatorOptions {
     pub speculation: Option<f64>,
     /// No copy of a task running less than this.
     pub speculation_min: Duration,
+    /// A worker far slower than the copies of its tasks gets no new task
+    /// for this long (while others can take it); zero: never set aside.
+    pub slow_block: Duration,
     /// Where the coordinator keeps submitted jobs (to resume them after a
     /// restart) and, under `checkpoints/`, the jobs' checkpoints: a
     /// directory every node reaches.
@@ -54,6 +57,7 @@ impl Default for CoordinatorOptions {
             heartbeat_timeout: core.heartbeat_timeout,
             speculation: core.speculation,
             speculation_min: core.speculation_min,
+            slow_block: core.slow_block,
             state_dir: PathBuf::from(".dstream/coordinator"),
         }
     }
@@ -221,7 +225,7 @@ struct JobEntry {
 struct State {
     state_dir: PathBuf,
     timeout: Duration,
-    speculation: (Option<f64>, Duration),
+    speculation: (Option<f64>, Duration, Duration),
     workers: BTreeMap<WorkerId, WorkerEntry>,
     by_conn: HashMap<usize, WorkerId>,
     next_worker: WorkerId,
@@ -265,7 +269,7 @@ pub async fn run(
     let mut state = State {
         state_dir: opts.state_dir.clone(),
         timeout: opts.heartbeat_timeout,
-        speculation: (opts.speculation, opts.speculation_min),
+        speculation: (opts.speculation, opts.speculation_min, opts.slow_block),
         workers: BTreeMap::new(),
         by_conn: HashMap::new(),
         next_worker: 1,
@@ -782,6 +786,7 @@ impl State {
             last_batch: j.spec.batches,
             speculation: self.speculation.0,
             speculation_min: self.speculation.1,
+            slow_block: self.speculation.2,
             ..Config::default()
         };
         let mut c = match j.resume_from {
