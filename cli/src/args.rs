@@ -123,10 +123,11 @@ pub(crate) struct CoordinatorArgs {
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
     pub(crate) speculation_min: Duration,
 
-    /// A worker whose task lost to a speculative copy after running at
-    /// least 4 times its stage's median gets no new task for this long
-    /// while other workers can take it (a slow node then stops delaying
-    /// every batch); 0s never sets a worker aside.
+    /// A worker whose tasks lost to speculative copies twice within this
+    /// time (each after running at least 4 times its stage's median and
+    /// twice as long as the copy) gets no new task for this long while some
+    /// other worker is not set aside (a slow node then stops delaying every
+    /// batch); at most half the workers at once; 0s never sets one aside.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub(crate) slow_block: Duration,
 

@@ -45,11 +45,14 @@ pub struct Config {
     /// `speculation.minTaskRuntime`): below it, a copy costs more than the
     /// wait.
     pub speculation_min: Duration,
-    /// A worker whose task lost to a speculative copy after running at
-    /// least [`SLOW_FACTOR`] times its stage's median gets no new task for
-    /// this long while another worker can take it (as Flink's
-    /// `block-slow-node-duration`): a slow node stops delaying every batch
-    /// by the time a copy takes. Zero turns it off.
+    /// A worker whose tasks lost to speculative copies twice within this
+    /// time, each after running at least [`SLOW_FACTOR`] times its stage's
+    /// median and twice as long as the copy, is set aside for this long (as
+    /// Flink's `block-slow-node-duration`): it gets no new task while some
+    /// live worker is not set aside (tasks wait for those rather than go to
+    /// it), so a slow node stops delaying every batch by the time a copy
+    /// takes. At most half the workers are set aside at once. Per job, and
+    /// forgotten when the coordinator restarts. Zero turns it off.
     pub slow_block: Duration,
 }
 
@@ -400,6 +403,8 @@ pub struct Coordinator {
     losers: BTreeSet<(WorkerId, BlockId)>,
     /// Workers set aside as slow, until when (see [`Config::slow_block`]).
     slow: BTreeMap<WorkerId, Instant>,
+    /// When each worker last lost a task to a copy by far (a strike).
+    strikes: BTreeMap<WorkerId, Instant>,
 }
 
 impl Coordinator {
@@ -427,6 +432,7 @@ impl Coordinator {
             last_pass: now,
             losers: BTreeSet::new(),
             slow: BTreeMap::new(),
+            strikes: BTreeMap::new(),
             checkpoint: None,
             ckpt_held: BTreeMap::new(),
             job,
@@ -694,19 +700,24 @@ impl Coordinator {
         }
         let run = b.running.remove(&block).expect("present");
         b.unwatch(block, &run);
-        // The first attempt lost to a copy, far behind its stage: its
-        // worker is set aside. (Healthy tasks a little slower than the
-        // median, as some always are, mark nothing.)
+        // The first attempt lost to a copy, far behind both its stage and
+        // the copy: a strike against its worker (see `strike`). Healthy
+        // tasks a little slower than the median, as some always are, mark
+        // nothing.
         let (first, started) = run.attempts[0];
+        let copy_took = run
+            .attempts
+            .iter()
+            .find(|(w, _)| *w == worker)
+            .map(|(_, t)| now.saturating_duration_since(*t));
+        let ran = now.saturating_duration_since(started);
         let far_behind = b
             .stage_of
             .get(&block)
             .and_then(|s| b.stages[*s].median)
-            .is_some_and(|m| now.saturating_duration_since(started) >= SLOW_FACTOR * m);
-        if first != worker && far_behind && !self.config.slow_block.is_zero() {
-            self.slow.insert(first, now + self.config.slow_block);
-            self.stats.workers_set_aside += 1;
-        }
+            .zip(copy_took)
+            .is_some_and(|(m, copy)| ran >= SLOW_FACTOR * m && ran >= 2 * copy);
+        let struck = (first != worker && far_behind).then_some(first);
         for (w, _) in run.attempts.iter().filter(|(w, _)| *w != worker) {
             self.losers.insert((*w, block));
             self.commands
@@ -723,6 +734,9 @@ impl Coordinator {
         }
         entry.1 = bytes;
         Self::unblock(b, block);
+        if let Some(w) = struck {
+            self.strike(w, now);
+        }
         self.schedule(now);
     }
 
@@ -917,6 +931,7 @@ impl Coordinator {
         }
         self.losers.retain(|(w, _)| *w != id);
         self.slow.remove(&id);
+        self.strikes.remove(&id);
         // Its running tasks go back to the queue, and so do the tasks of
         // this batch whose output only it held: they are computed again
         // from their lineage (their inputs, recomputed the same way when
@@ -1151,10 +1166,13 @@ impl Coordinator {
         };
         self.last_pass = now;
         let mut still = Vec::with_capacity(b.pending.len());
+        // Slots a task may take (not those of workers set aside).
+        self.slow.retain(|_, until| *until > now);
         let mut free: u32 = self
             .workers
-            .values()
-            .map(|w| w.slots.saturating_sub(w.running))
+            .iter()
+            .filter(|(id, _)| self.slow.is_empty() || !self.set_aside(id, now))
+            .map(|(_, w)| w.slots.saturating_sub(w.running))
             .sum();
         let mut requeue = Vec::new();
         for mut p in std::mem::take(&mut b.pending) {
@@ -1260,17 +1278,25 @@ impl Coordinator {
             .collect();
         for block in due {
             let first = b.running[&block].attempts[0].0;
-            let Some(worker) = self
+            // Another worker not set aside; one that is only when no other
+            // can ever take the copy (rather than no copy at all).
+            let target = |aside_too: bool| {
+                self.workers
+                    .iter()
+                    .filter(|(id, w)| {
+                        **id != first
+                            && w.running < w.slots
+                            && !self.losers.contains(&(**id, block))
+                            && (aside_too || !self.set_aside(id, now))
+                    })
+                    .min_by_key(|(id, w)| (w.running * 1000 / w.slots, **id))
+                    .map(|(id, _)| *id)
+            };
+            let only_aside = self
                 .workers
-                .iter()
-                .filter(|(id, w)| {
-                    **id != first
-                        && w.running < w.slots
-                        && !self.losers.contains(&(**id, block))
-                        && !self.set_aside(id, now)
-                })
-                .min_by_key(|(id, w)| (w.running * 1000 / w.slots, **id))
-                .map(|(id, _)| *id)
+                .keys()
+                .all(|id| *id == first || self.set_aside(id, now));
+            let Some(worker) = target(false).or_else(|| only_aside.then(|| target(true)).flatten())
             else {
                 return;
             };
@@ -1290,6 +1316,36 @@ impl Coordinator {
                 sources,
             });
         }
+    }
+
+    /// A task of `worker` lost to a copy by far: the second such strike
+    /// within [`Config::slow_block`] sets it aside for that long (one alone
+    /// may be a pause that passes), unless half the workers already are.
+    fn strike(&mut self, worker: WorkerId, now: Instant) {
+        let block = self.config.slow_block;
+        if block.is_zero() || self.set_aside(&worker, now) {
+            return;
+        }
+        let recent = self
+            .strikes
+            .get(&worker)
+            .is_some_and(|t| now.saturating_duration_since(*t) < block);
+        if !recent {
+            self.strikes.insert(worker, now);
+            return;
+        }
+        let aside = self.slow.values().filter(|until| **until > now).count();
+        if 2 * (aside + 1) > self.workers.len() {
+            return;
+        }
+        self.strikes.remove(&worker);
+        // A block too long for the clock counts as a day.
+        let until = now
+            .checked_add(block)
+            .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+            .unwrap_or(now);
+        self.slow.insert(worker, until);
+        self.stats.workers_set_aside += 1;
     }
 
     /// Whether worker `id` is set aside as slow at `now` (never when every

@@ -40,8 +40,9 @@ pub struct CoordinatorOptions {
     pub speculation: Option<f64>,
     /// No copy of a task running less than this.
     pub speculation_min: Duration,
-    /// A worker far slower than the copies of its tasks gets no new task
-    /// for this long (while others can take it); zero: never set aside.
+    /// A worker far slower than the copies of its tasks (twice) gets no new
+    /// task for this long (see the core's `Config::slow_block`); zero:
+    /// never set aside.
     pub slow_block: Duration,
     /// Where the coordinator keeps submitted jobs (to resume them after a
     /// restart) and, under `checkpoints/`, the jobs' checkpoints: a
