@@ -399,6 +399,59 @@ fn lines_from_a_socket_are_all_counted_once() {
     child.wait().unwrap();
 }
 
+/// `dstream run PATH --checkpoint-dir CK`, stderr piped.
+fn spawn_run(path: &Path, ck: &Path) -> std::process::Child {
+    dstream()
+        .arg("run")
+        .arg(path)
+        .arg("--checkpoint-dir")
+        .arg(ck)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The newest batch file in `out` and its word counts.
+fn latest_counts(out: &Path) -> Option<(u64, BTreeMap<String, u64>)> {
+    batch_files(out)
+        .into_iter()
+        .next_back()
+        .map(|(n, text)| (n, counts_in(&text)))
+}
+
+/// Restarts the socket job after a SIGKILL (the server `listener` accepts
+/// it again, sending nothing), lets it write 3 batches past `before`'s
+/// last, stops it; checks that the batches written before were written
+/// again the same, byte for byte. Returns its stderr.
+fn restart_after_kill(
+    path: &Path,
+    ck: &Path,
+    out: &Path,
+    listener: &std::net::TcpListener,
+    before: &BTreeMap<u64, String>,
+) -> String {
+    let killed_at = *before.keys().max().unwrap();
+    let mut child = spawn_run(path, ck);
+    let (conn, _) = listener.accept().unwrap();
+    let t0 = Instant::now();
+    while latest_counts(out).is_none_or(|(n, _)| n < killed_at + 3) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no batch after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let stderr = child.wait_with_output().unwrap().stderr;
+    drop(conn);
+    let after = batch_files(out);
+    for (n, text) in before {
+        assert_eq!(&after[n], text, "batch {n} run again differently");
+    }
+    String::from_utf8_lossy(&stderr).into_owned()
+}
+
 /// Lines received over tcp and put in batches survive a SIGKILL before any
 /// checkpoint: the restarted job runs those batches again over the input it
 /// logged for them (the same files, byte for byte) and its running totals
@@ -416,41 +469,23 @@ fn received_lines_survive_a_sigkill_through_the_input_log() {
     );
     let ck = dir.path().join("ck");
     let out = dir.path().join("out");
-    let run = || {
-        dstream()
-            .arg("run")
-            .arg(&path)
-            .arg("--checkpoint-dir")
-            .arg(&ck)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let latest = || {
-        batch_files(&out)
-            .into_iter()
-            .next_back()
-            .map(|(n, text)| (n, counts_in(&text)))
-    };
 
-    let mut child = run();
+    let mut child = spawn_run(&path, &ck);
     let (mut conn, _) = listener.accept().unwrap();
     let want = send_lines(&mut conn, 2000);
     drop(conn);
     let t0 = Instant::now();
-    while latest().map(|(_, t)| t) != Some(want.clone()) {
+    while latest_counts(&out).map(|(_, t)| t) != Some(want.clone()) {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "totals never reached: {:?}",
-            latest()
+            latest_counts(&out)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let before = batch_files(&out);
-    let killed_at = *before.keys().max().unwrap();
     let checkpoints = std::fs::read_dir(&ck)
         .unwrap()
         .flatten()
@@ -459,27 +494,10 @@ fn received_lines_survive_a_sigkill_through_the_input_log() {
     assert_eq!(checkpoints, 0, "no checkpoint before the kill");
 
     // Restarted: the logged batches run first, then new ones (no new input).
-    let mut child = run();
-    let (conn, _) = listener.accept().unwrap();
-    let t0 = Instant::now();
-    while latest().is_none_or(|(n, _)| n < killed_at + 3) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no batch after the restart"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    let stderr = child.wait_with_output().unwrap().stderr;
-    drop(conn);
-    let stderr = String::from_utf8_lossy(&stderr);
+    let stderr = restart_after_kill(&path, &ck, &out, &listener, &before);
     assert!(stderr.contains("again over the input logged"), "{stderr}");
-    let after = batch_files(&out);
-    for (n, text) in &before {
-        assert_eq!(&after[n], text, "batch {n} run again differently");
-    }
-    let (n, got) = latest().unwrap();
-    assert!(n > killed_at);
+    let (n, got) = latest_counts(&out).unwrap();
+    assert!(n > *before.keys().max().unwrap());
     assert_eq!(got, want, "running totals after the restart");
 }
 
@@ -500,23 +518,7 @@ fn after_a_checkpoint_only_the_later_batches_run_again() {
     );
     let ck = dir.path().join("ck");
     let out = dir.path().join("out");
-    let run = || {
-        dstream()
-            .arg("run")
-            .arg(&path)
-            .arg("--checkpoint-dir")
-            .arg(&ck)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let latest = || {
-        batch_files(&out)
-            .into_iter()
-            .next_back()
-            .map(|(n, text)| (n, counts_in(&text)))
-    };
+    let latest = || latest_counts(&out);
     let numbered = |sub: &str, prefix: &str| -> Vec<u64> {
         let mut v: Vec<u64> = std::fs::read_dir(ck.join(sub))
             .into_iter()
@@ -532,7 +534,7 @@ fn after_a_checkpoint_only_the_later_batches_run_again() {
         v
     };
 
-    let mut child = run();
+    let mut child = spawn_run(&path, &ck);
     let (mut conn, _) = listener.accept().unwrap();
     let want = send_lines(&mut conn, 3000);
     drop(conn);
@@ -562,22 +564,7 @@ fn after_a_checkpoint_only_the_later_batches_run_again() {
         "{logs:?} vs {checkpoint}"
     );
     let before = batch_files(&out);
-    let killed_at = *before.keys().max().unwrap();
-
-    let mut child = run();
-    let (conn, _) = listener.accept().unwrap();
-    let t0 = Instant::now();
-    while latest().is_none_or(|(n, _)| n < killed_at + 3) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no batch after the restart"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    let stderr = child.wait_with_output().unwrap().stderr;
-    drop(conn);
-    let stderr = String::from_utf8_lossy(&stderr);
+    let stderr = restart_after_kill(&path, &ck, &out, &listener, &before);
     assert!(
         stderr.contains(&format!("resuming after batch {checkpoint}")),
         "{stderr}"
@@ -586,10 +573,6 @@ fn after_a_checkpoint_only_the_later_batches_run_again() {
     // logged input brings them back (most runs: 2 batches in 3).
     if reached > checkpoint {
         assert!(stderr.contains("again over the input logged"), "{stderr}");
-    }
-    let after = batch_files(&out);
-    for (n, text) in &before {
-        assert_eq!(&after[n], text, "batch {n} run again differently");
     }
     assert_eq!(
         latest().unwrap().1,
@@ -637,17 +620,7 @@ dir = "out"
     )
     .unwrap();
     let ck = dir.path().join("ck");
-    let run = || {
-        dstream()
-            .arg("run")
-            .arg(&path)
-            .arg("--checkpoint-dir")
-            .arg(&ck)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let run = || spawn_run(&path, &ck);
     let mut text = String::new();
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
     for i in 0..300u64 {
@@ -665,12 +638,7 @@ dir = "out"
 
     let mut child = run();
     let out = dir.path().join("out");
-    let latest = || {
-        batch_files(&out)
-            .into_iter()
-            .next_back()
-            .map(|(_, text)| counts_in(&text))
-    };
+    let latest = || latest_counts(&out).map(|(_, counts)| counts);
     let t0 = Instant::now();
     while latest() != Some(want.clone()) {
         assert!(
@@ -717,17 +685,7 @@ dir = "out"
     )
     .unwrap();
     let ck = dir.path().join("ck");
-    let run = || {
-        dstream()
-            .arg("run")
-            .arg(&path)
-            .arg("--checkpoint-dir")
-            .arg(&ck)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let run = || spawn_run(&path, &ck);
     let child = run();
     let (mut conn, _) = listener.accept().unwrap();
     conn.write_all(b"fine\na bad line\n").unwrap();
