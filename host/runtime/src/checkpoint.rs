@@ -70,7 +70,8 @@ fn dir_name(batch: u64) -> String {
     format!("checkpoint-{batch:010}")
 }
 
-fn io(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
+/// An I/O error's mapping: `what` was being done to `path`.
+pub(crate) fn io(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
     let what = format!("{what} {}", path.display());
     move |e| Error::io(what, e)
 }

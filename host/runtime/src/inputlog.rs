@@ -21,7 +21,7 @@ use dstream_core::job::{Job, NodeId, NodeKind};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::checkpoint::fingerprint;
+use crate::checkpoint::{fingerprint, io};
 
 /// One batch's received input.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,11 +44,6 @@ fn file_name(batch: u64) -> String {
 /// The log file of `batch` in checkpoint directory `dir`.
 pub fn path(dir: &Path, batch: u64) -> PathBuf {
     input_dir(dir).join(file_name(batch))
-}
-
-fn io(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
-    let what = format!("{what} {}", path.display());
-    move |e| Error::io(what, e)
 }
 
 /// The batches logged in `dir`, in order (with `tmp`, also those whose
