@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use dstream_core::Batch;
-use dstream_core::job::{NodeId, NodeKind};
+use dstream_core::job::NodeId;
 
 use crate::local::Engine;
 use crate::sink::{self, Output, Sink};
@@ -109,9 +109,7 @@ pub fn run(
     let first = resumed_from.map_or(1, |b| b + 1);
     // What receivers gave the batches since the checkpoint was logged before
     // they ran: they run again first, over the same input.
-    let receives = job
-        .node_ids()
-        .any(|id| matches!(&job.node(id).kind, NodeKind::Source(src) if !src.is_replayable()));
+    let receives = job.receivers().next().is_some();
     let replay_to = if receives {
         let to = inputlog::logged_from(dir, first)?;
         // Logs past a gap would be taken for the input of the batches that
@@ -142,16 +140,12 @@ pub fn run(
     let mut receivers: Vec<(NodeId, Arc<Inbox>, Receiver)> = Vec::new();
     let start_receivers = |progress: &mut dyn Progress| -> Result<_, Error> {
         let mut started = Vec::new();
-        for id in job.node_ids() {
-            let n = job.node(id);
-            if let NodeKind::Source(src) = &n.kind
-                && !src.is_replayable()
-            {
-                let inbox = Inbox::new(opts.inbox_capacity);
-                let r = source::start(&n.name, src, &opts.base_dir, inbox.clone())?;
-                progress.receiver(&n.name, r.local_addr());
-                started.push((id, inbox, r));
-            }
+        for (id, src) in job.receivers() {
+            let name = &job.node(id).name;
+            let inbox = Inbox::new(opts.inbox_capacity);
+            let r = source::start(name, src, &opts.base_dir, inbox.clone())?;
+            progress.receiver(name, r.local_addr());
+            started.push((id, inbox, r));
         }
         Ok(started)
     };

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dstream_core::Batch;
-use dstream_core::job::{Job, NodeId, NodeKind};
+use dstream_core::job::{Job, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -144,11 +144,9 @@ pub fn read(dir: &Path, job: &Job, batch: u64) -> Result<Option<BTreeMap<NodeId,
     let mut out = BTreeMap::new();
     for (name, data, bounds) in logged.sources {
         let id = job
-            .node_ids()
-            .find(|id| {
-                let n = job.node(*id);
-                n.name == name && matches!(&n.kind, NodeKind::Source(src) if !src.is_replayable())
-            })
+            .receivers()
+            .map(|(id, _)| id)
+            .find(|id| job.node(*id).name == name)
             .ok_or_else(|| bad(format!("names a source `{name}` the job does not receive")))?;
         let b = Batch::from_parts(data, bounds).map_err(|e| bad(e.to_string()))?;
         out.insert(id, b);

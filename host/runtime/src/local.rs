@@ -92,17 +92,13 @@ impl Engine {
         let parts = job.partitions;
         let fail = |source: dstream_core::Error| Error::Batch { batch, source };
         // Received input: contiguous chunks, one block per partition.
-        for id in job.node_ids() {
-            if let NodeKind::Source(s) = &job.node(id).kind
-                && !s.is_replayable()
-            {
-                let input = received.remove(&id).unwrap_or_default();
-                for (p, chunk) in chunks(&input, parts).into_iter().enumerate() {
-                    self.store.insert(
-                        block(id, batch, Aux::Main, p as u32),
-                        Arc::new(Block::Part(chunk)),
-                    );
-                }
+        for (id, _) in job.receivers() {
+            let input = received.remove(&id).unwrap_or_default();
+            for (p, chunk) in chunks(&input, parts).into_iter().enumerate() {
+                self.store.insert(
+                    block(id, batch, Aux::Main, p as u32),
+                    Arc::new(Block::Part(chunk)),
+                );
             }
         }
         let planner = Planner::new(job);

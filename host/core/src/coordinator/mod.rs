@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 pub mod sim;
 
-use crate::job::{Job, NodeId, NodeKind};
+use crate::job::{Job, NodeId};
 use crate::plan::{Aux, BlockId, DatasetId, Planner, Task, Work};
 use crate::reduce::FixedState;
 use crate::wire::WorkerId;
@@ -421,13 +421,7 @@ impl Coordinator {
             commands: VecDeque::new(),
             stats: Stats::default(),
             held: BTreeMap::new(),
-            receivers: job
-                .node_ids()
-                .filter(
-                    |id| matches!(&job.node(*id).kind, NodeKind::Source(s) if !s.is_replayable()),
-                )
-                .map(|id| (id, None))
-                .collect(),
+            receivers: job.receivers().map(|(id, _)| (id, None)).collect(),
             recover: BTreeSet::new(),
             last_pass: now,
             losers: BTreeSet::new(),

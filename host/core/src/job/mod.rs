@@ -404,6 +404,15 @@ impl Job {
         (0..self.nodes.len() as u32).map(NodeId)
     }
 
+    /// The sources whose records are received (tcp, files, http: not
+    /// replayable from a seed), with their settings, in node order.
+    pub fn receivers(&self) -> impl Iterator<Item = (NodeId, &Source)> + '_ {
+        self.node_ids().filter_map(|id| match &self.node(id).kind {
+            NodeKind::Source(s) if !s.is_replayable() => Some((id, s)),
+            _ => None,
+        })
+    }
+
     /// The nodes that read `id`.
     pub fn consumers(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
         self.node_ids()
