@@ -11,6 +11,7 @@
 //! as `.batch-NNNNNNNNNN.tmp`, synced, then renamed. Generator sources are
 //! not logged: their records follow from the seed and the batch number.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -25,13 +26,18 @@ use crate::checkpoint::{fingerprint, io};
 
 /// One batch's received input.
 #[derive(Debug, Serialize, Deserialize)]
-struct Logged {
+/// Borrowed when written (the batch's input is not copied to be encoded),
+/// owned when read back.
+struct Logged<'a> {
     /// [`fingerprint`] of the job that wrote it.
-    fingerprint: String,
+    fingerprint: Cow<'a, str>,
     batch: u64,
     /// Per receiving source, by name: its records (data, bounds).
-    sources: Vec<(String, Vec<u8>, Vec<u32>)>,
+    sources: Vec<LoggedSource<'a>>,
 }
+
+/// One source's input in a [`Logged`]: its name, data and bounds.
+type LoggedSource<'a> = (Cow<'a, str>, Cow<'a, [u8]>, Cow<'a, [u32]>);
 
 fn input_dir(dir: &Path) -> PathBuf {
     dir.join("input")
@@ -93,15 +99,15 @@ pub fn write(
         crate::checkpoint::sync_dir(dir);
     }
     let logged = Logged {
-        fingerprint: fingerprint.to_string(),
+        fingerprint: Cow::Borrowed(fingerprint),
         batch,
         sources: input
             .iter()
             .map(|(id, b)| {
                 (
-                    job.node(*id).name.clone(),
-                    b.data().to_vec(),
-                    b.bounds().to_vec(),
+                    Cow::Borrowed(job.node(*id).name.as_str()),
+                    Cow::Borrowed(b.data()),
+                    Cow::Borrowed(b.bounds()),
                 )
             })
             .collect(),
@@ -148,7 +154,8 @@ pub fn read(dir: &Path, job: &Job, batch: u64) -> Result<Option<BTreeMap<NodeId,
             .map(|(id, _)| id)
             .find(|id| job.node(*id).name == name)
             .ok_or_else(|| bad(format!("names a source `{name}` the job does not receive")))?;
-        let b = Batch::from_parts(data, bounds).map_err(|e| bad(e.to_string()))?;
+        let b = Batch::from_parts(data.into_owned(), bounds.into_owned())
+            .map_err(|e| bad(e.to_string()))?;
         out.insert(id, b);
     }
     Ok(Some(out))
