@@ -163,6 +163,18 @@ impl<'a> Records<'a> {
         }
     }
 
+    /// The bytes of all keys and values, if every one of them is ASCII (one
+    /// check for the whole input, instead of one UTF-8 check per record).
+    #[doc(hidden)]
+    pub fn ascii(&self) -> Option<crate::codec::Ascii<'a>> {
+        match (self.bounds.first(), self.bounds.last()) {
+            (Some(&a), Some(&b)) => {
+                crate::codec::Ascii::check(self.data.get(a as usize..b as usize)?)
+            }
+            _ => None,
+        }
+    }
+
     /// Records `start..end` (offsets stay absolute, so no copy).
     ///
     /// # Panics

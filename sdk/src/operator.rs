@@ -842,6 +842,53 @@ mod fed {
     }
 
     #[test]
+    fn text_is_checked_once_for_an_ascii_input_and_per_record_otherwise() {
+        let expect = |lines: &[&str]| -> Vec<(String, u64)> {
+            let mut out = Vec::new();
+            for l in lines {
+                let n = |w| if w == "boom" { 7 } else { 1 };
+                out.extend(
+                    l.split(' ')
+                        .filter(|w| !w.is_empty())
+                        .map(|w| (w.to_string(), n(w))),
+                );
+            }
+            out
+        };
+        let run = |input: &Batch| {
+            P.run(
+                Kind::FlatMap,
+                "words",
+                &RawParams::new(&[]),
+                input.records(),
+            )
+            .map(|b| {
+                b.decode::<&str, u64>()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(w, n)| (w.to_string(), n))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let ascii = ["a bb", "boom  c", "", "dd"];
+        let utf8 = ["a bb", "élan vital", "ñ"];
+        for lines in [&ascii[..], &utf8] {
+            assert_eq!(run(&Batch::from_values(lines)).unwrap(), expect(lines));
+        }
+        // A record that is not UTF-8, after ASCII ones: refused by number.
+        let mut bad = Batch::from_values(ascii);
+        bad.push(b"", b"ok \xff no");
+        let e = run(&bad).unwrap_err();
+        assert_eq!(e.record, Some(4));
+        assert!(
+            e.message
+                .starts_with("cannot decode the value: expected UTF-8 text"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn fused_stages_take_their_parameters_as_unfused_ones_even_on_no_input() {
         let with = |a: &str, b: &str| {
             vec![

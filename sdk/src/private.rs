@@ -3,7 +3,7 @@
 use std::fmt::Display;
 
 pub use crate::batch::{Batch, Records};
-pub use crate::codec::{Decode, Emit, Encode, Encoding, Out};
+pub use crate::codec::{Ascii, Decode, Emit, Encode, Encoding, Out};
 use crate::group::{Arena, Groups, Keys};
 pub use crate::operator::{
     Combine, Fused, FusedError, Kind, OpError, Operator, Refused, Runner, Sink,
@@ -21,6 +21,32 @@ pub fn decode<'a, T: Decode<'a>>(bytes: &'a [u8], i: usize, what: &str) -> Resul
     match T::try_decode(bytes) {
         Some(t) => Ok(t),
         None => Err(undecodable::<T>(bytes, i, what)),
+    }
+}
+
+/// [`decode`] of bytes that may lie within `ascii` (see [`ascii`]).
+#[inline(always)]
+pub fn decode_in<'a, T: Decode<'a>>(
+    bytes: &'a [u8],
+    ascii: Option<Ascii<'a>>,
+    i: usize,
+    what: &str,
+) -> Result<T, OpError> {
+    match T::try_decode_in(bytes, ascii) {
+        Some(t) => Ok(t),
+        None => Err(undecodable::<T>(bytes, i, what)),
+    }
+}
+
+/// The bytes of `input`, if an operator reading keys and values encoded as
+/// `encodings` takes text and they are all ASCII: then no record needs a
+/// UTF-8 check of its own.
+#[inline]
+pub fn ascii<'a>(input: Records<'a>, encodings: [Encoding; 2]) -> Option<Ascii<'a>> {
+    if encodings.contains(&Encoding::Utf8) {
+        input.ascii()
+    } else {
+        None
     }
 }
 

@@ -241,6 +241,65 @@ fn wordcount_split_sum_and_pipeline_match_a_plain_loop() {
 }
 
 #[test]
+fn wordcount_split_checks_an_ascii_piece_once_and_still_refuses_bad_text() {
+    let rt = runtime();
+    let wc = load(&rt, "wordcount", dstream_artifacts::WORDCOUNT);
+    // ASCII lines over several pieces: the SDK checks each piece once, in
+    // 64-byte blocks (simd128), instead of each record.
+    let mut text: Vec<String> = lines(5, 30_000)
+        .into_iter()
+        .map(|l| l.replace(|c: char| !c.is_ascii(), "z"))
+        .collect();
+    // Lines of every length around the 64-byte blocks.
+    text.extend((0..130).map(|n| "k".repeat(n)));
+    let input = batch_of(&text);
+    assert!(input.byte_len() > 2 * dstream_wasm::PIECE_BYTES);
+    let got: HashMap<String, u64> = u64s(&wc.pipeline(&stages(&["split", "sum"]), &input).unwrap())
+        .into_iter()
+        .collect();
+    assert_eq!(got, word_counts(&text));
+    // One record of valid non-ASCII text among ASCII ones is read as text.
+    let mut mixed = text.clone();
+    mixed[7_000] = "déjà vu".into();
+    let got: HashMap<String, u64> = u64s(
+        &wc.pipeline(&stages(&["split", "sum"]), &batch_of(&mixed))
+            .unwrap(),
+    )
+    .into_iter()
+    .collect();
+    assert_eq!(got, word_counts(&mixed));
+    // One record that is not UTF-8 is refused, by its number in the
+    // partition, wherever its piece is and wherever in a 64-byte block its
+    // bad byte falls.
+    let cases = [0, 7_000, text.len() - 1]
+        .map(|at| (&text[..], at, 3))
+        .into_iter()
+        .chain((0..64).map(|k| (&text[..200], 150, k)));
+    for (text, at, k) in cases {
+        let mut bad = Batch::new();
+        for (i, l) in text.iter().enumerate() {
+            if i == at {
+                let mut line = vec![b'o'; k];
+                line.extend_from_slice(b"\xff no");
+                bad.push(b"", &line);
+            } else {
+                bad.push(b"", l.as_bytes());
+            }
+        }
+        let e = wc.flat_map("split", &[], &bad).unwrap_err();
+        match &e {
+            dstream_wasm::Error::Operator {
+                record, message, ..
+            } => {
+                assert_eq!(*record, Some(at as u32), "{e}");
+                assert!(message.contains("expected UTF-8 text"), "{e}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+}
+
+#[test]
 fn wordcount_windowed_sum_with_inverse_equals_recomputing_the_window() {
     let rt = runtime();
     let wc = load(&rt, "wordcount", dstream_artifacts::WORDCOUNT);

@@ -487,13 +487,14 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
     // writes: a batch, or the sink a pipeline gives it (the reduce after it).
     // It is also this module's `__Stage` that feeds: fused with a reduce
     // after it in a pipeline, it writes to the reduce's groups directly.
-    let per_record = |body: TokenStream2| {
+    let per_record = |before: TokenStream2, body: TokenStream2| {
         let stage = quote! {
             impl #sdk::__private::Stage for __Stage {
                 const FEEDS: bool = true;
                 #[inline(always)]
                 fn each<__O: #sdk::__private::Out + ?::core::marker::Sized>(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut __O) -> ::core::result::Result<(), #sdk::OpError> {
                     #get_params
+                    #before
                     for (__i, (__k, __v)) in __input.iter().enumerate() {
                         let _ = __k;
                         #body
@@ -524,8 +525,15 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
             } else {
                 (None, data[0])
             };
-            let key_arg = kt.map(|t| quote!(#sdk::__private::decode::<#t>(__k, __i, "key")?,));
-            let call = quote!(super::#name(#key_arg #sdk::__private::decode::<#vt>(__v, __i, "value")? #pass_params));
+            let key_arg =
+                kt.map(|t| quote!(#sdk::__private::decode_in::<#t>(__k, __ascii, __i, "key")?,));
+            let call = quote!(super::#name(#key_arg #sdk::__private::decode_in::<#vt>(__v, __ascii, __i, "value")? #pass_params));
+            // Text input is checked once for the whole input (`__ascii`).
+            let key_enc = kt.map_or(
+                quote!(#sdk::Encoding::None),
+                |t| quote!(#sdk::__private::input_encoding::<#t>()),
+            );
+            let ascii = quote!(let __ascii = #sdk::__private::ascii(__input, [#key_enc, #sdk::__private::input_encoding::<#vt>()]););
             let r = check(call, quote!(__i));
             let input_enc = (kt.map(dec).unwrap_or(none.clone()), dec(vt));
             match kind {
@@ -540,6 +548,7 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                     let body = quote! {
                         fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __keep: &mut ::std::vec::Vec<u32>) -> ::core::result::Result<(), #sdk::OpError> {
                             #get_params
+                            #ascii
                             for (__i, (__k, __v)) in __input.iter().enumerate() {
                                 let _ = __k;
                                 let __r: bool = #r;
@@ -558,7 +567,7 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                         quote!(<#rt as #sdk::Emit>::KEY),
                         quote!(<#rt as #sdk::Emit>::VALUE),
                     );
-                    let (runner, st) = per_record(emit_one);
+                    let (runner, st) = per_record(ascii, emit_one);
                     stage = st;
                     (input_enc, out, runner)
                 }
@@ -570,11 +579,14 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                         quote!(<#it as #sdk::Emit>::KEY),
                         quote!(<#it as #sdk::Emit>::VALUE),
                     );
-                    let (body, st) = per_record(quote! {
-                        for __item in ::core::iter::IntoIterator::into_iter(#r) {
-                            #emit_item
-                        }
-                    });
+                    let (body, st) = per_record(
+                        ascii,
+                        quote! {
+                            for __item in ::core::iter::IntoIterator::into_iter(#r) {
+                                #emit_item
+                            }
+                        },
+                    );
                     stage = st;
                     (input_enc, out, body)
                 }
