@@ -175,6 +175,25 @@ impl<'a> Records<'a> {
         }
     }
 
+    /// The end of a window of records from `start` (`< len()`): the first
+    /// record after `start` that begins at least `bytes` past its beginning,
+    /// or `len()`. (Found by bisection; offsets that do not grow give some
+    /// end past `start`.)
+    #[doc(hidden)]
+    pub fn window_end(&self, start: usize, bytes: u32) -> usize {
+        let from = self.bounds[2 * start];
+        let (mut lo, mut hi) = (start + 1, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.bounds[2 * mid].wrapping_sub(from) < bytes {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
     /// Records `start..end` (offsets stay absolute, so no copy).
     ///
     /// # Panics
@@ -189,5 +208,36 @@ impl<'a> Records<'a> {
             data: self.data,
             bounds: &self.bounds[2 * start..2 * end + 1],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_every_record_once_each_as_small_as_allowed() {
+        let mut b = Batch::new();
+        for i in 0..500usize {
+            // Sizes from 0 to 96 bytes, and one record bigger than a window.
+            let size = if i == 300 { 100 } else { (i * 37) % 97 };
+            b.push(b"k", &vec![b'x'; size]);
+        }
+        let r = b.records();
+        let bytes = |s: usize, e: usize| r.slice(s, e).byte_len() as u32;
+        let mut start = 0;
+        let mut windows = 0;
+        while start < r.len() {
+            let end = r.window_end(start, 64);
+            assert!(end > start);
+            // As many records as fit (a single record may not).
+            assert!(end == start + 1 || bytes(start, end - 1) < 64);
+            assert!(end == r.len() || bytes(start, end) >= 64);
+            start = end;
+            windows += 1;
+        }
+        assert!(windows > 500 / 3, "{windows}");
+        assert_eq!(r.window_end(0, u32::MAX), r.len());
+        assert_eq!(r.window_end(r.len() - 1, 1), r.len());
     }
 }

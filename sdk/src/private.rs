@@ -38,16 +38,37 @@ pub fn decode_in<'a, T: Decode<'a>>(
     }
 }
 
-/// The bytes of `input`, if an operator reading keys and values encoded as
-/// `encodings` takes text and they are all ASCII: then no record needs a
-/// UTF-8 check of its own.
+/// Input bytes per window of [`windows`]: few enough to stay in the core's
+/// L1 cache from the ASCII check to the reading of the records (a check of
+/// a whole partition first would read it from memory twice).
+const WINDOW_BYTES: u32 = 16 << 10;
+
+/// `input` in windows of consecutive records, each with its first record's
+/// number and, when an operator reading keys and values encoded as
+/// `encodings` takes text and the window's bytes are all ASCII, those bytes
+/// (see [`Ascii`]): then no record needs a UTF-8 check of its own. Input
+/// that is not text is one window.
 #[inline]
-pub fn ascii<'a>(input: Records<'a>, encodings: [Encoding; 2]) -> Option<Ascii<'a>> {
-    if encodings.contains(&Encoding::Utf8) {
-        input.ascii()
-    } else {
-        None
-    }
+pub fn windows<'a>(
+    input: Records<'a>,
+    encodings: [Encoding; 2],
+) -> impl Iterator<Item = (usize, Records<'a>, Option<Ascii<'a>>)> {
+    let text = encodings.contains(&Encoding::Utf8);
+    let n = input.len();
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= n {
+            return None;
+        }
+        let end = if text {
+            input.window_end(start, WINDOW_BYTES)
+        } else {
+            n
+        };
+        let part = input.slice(start, end);
+        let first = std::mem::replace(&mut start, end);
+        Some((first, part, if text { part.ascii() } else { None }))
+    })
 }
 
 /// The error of record `i`, whose `what` does not decode as `T` (out of

@@ -487,17 +487,19 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
     // writes: a batch, or the sink a pipeline gives it (the reduce after it).
     // It is also this module's `__Stage` that feeds: fused with a reduce
     // after it in a pipeline, it writes to the reduce's groups directly.
-    let per_record = |before: TokenStream2, body: TokenStream2| {
+    let per_record = |encodings: TokenStream2, body: TokenStream2| {
         let stage = quote! {
             impl #sdk::__private::Stage for __Stage {
                 const FEEDS: bool = true;
                 #[inline(always)]
                 fn each<__O: #sdk::__private::Out + ?::core::marker::Sized>(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut __O) -> ::core::result::Result<(), #sdk::OpError> {
                     #get_params
-                    #before
-                    for (__i, (__k, __v)) in __input.iter().enumerate() {
-                        let _ = __k;
-                        #body
+                    for (__base, __part, __ascii) in #sdk::__private::windows(__input, #encodings) {
+                        for (__j, (__k, __v)) in __part.iter().enumerate() {
+                            let __i = __base + __j;
+                            let _ = __k;
+                            #body
+                        }
                     }
                     ::core::result::Result::Ok(())
                 }
@@ -528,12 +530,13 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
             let key_arg =
                 kt.map(|t| quote!(#sdk::__private::decode_in::<#t>(__k, __ascii, __i, "key")?,));
             let call = quote!(super::#name(#key_arg #sdk::__private::decode_in::<#vt>(__v, __ascii, __i, "value")? #pass_params));
-            // Text input is checked once for the whole input (`__ascii`).
+            // Text input is checked for ASCII once per window of records
+            // (`__ascii`), not record by record.
             let key_enc = kt.map_or(
                 quote!(#sdk::Encoding::None),
                 |t| quote!(#sdk::__private::input_encoding::<#t>()),
             );
-            let ascii = quote!(let __ascii = #sdk::__private::ascii(__input, [#key_enc, #sdk::__private::input_encoding::<#vt>()]););
+            let encodings = quote!([#key_enc, #sdk::__private::input_encoding::<#vt>()]);
             let r = check(call, quote!(__i));
             let input_enc = (kt.map(dec).unwrap_or(none.clone()), dec(vt));
             match kind {
@@ -548,11 +551,13 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                     let body = quote! {
                         fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __keep: &mut ::std::vec::Vec<u32>) -> ::core::result::Result<(), #sdk::OpError> {
                             #get_params
-                            #ascii
-                            for (__i, (__k, __v)) in __input.iter().enumerate() {
-                                let _ = __k;
-                                let __r: bool = #r;
-                                if __r { __keep.push(__i as u32); }
+                            for (__base, __part, __ascii) in #sdk::__private::windows(__input, #encodings) {
+                                for (__j, (__k, __v)) in __part.iter().enumerate() {
+                                    let __i = __base + __j;
+                                    let _ = __k;
+                                    let __r: bool = #r;
+                                    if __r { __keep.push(__i as u32); }
+                                }
                             }
                             ::core::result::Result::Ok(())
                         }
@@ -567,7 +572,7 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                         quote!(<#rt as #sdk::Emit>::KEY),
                         quote!(<#rt as #sdk::Emit>::VALUE),
                     );
-                    let (runner, st) = per_record(ascii, emit_one);
+                    let (runner, st) = per_record(encodings.clone(), emit_one);
                     stage = st;
                     (input_enc, out, runner)
                 }
@@ -580,7 +585,7 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                         quote!(<#it as #sdk::Emit>::VALUE),
                     );
                     let (body, st) = per_record(
-                        ascii,
+                        encodings,
                         quote! {
                             for __item in ::core::iter::IntoIterator::into_iter(#r) {
                                 #emit_item
