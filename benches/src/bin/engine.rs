@@ -10,7 +10,8 @@
 //!
 //! `DSTREAM_BENCH_ONLY=grep` (or `wordcount`) runs one job,
 //! `DSTREAM_BENCH_INTERVALS=100,1000` chooses the intervals (ms),
-//! `DSTREAM_BENCH_STAGES=1` prints each trial's stage times.
+//! `DSTREAM_BENCH_STAGES=1` prints each trial's stage times,
+//! `DSTREAM_BENCH_THREADS=N` runs the engine on `N` threads (default 2).
 //!
 //! Batches run back to back (the clock is not waited for), so a batch that
 //! finishes within its interval is one the real-time driver would keep up
@@ -36,14 +37,25 @@ use rustc_hash::FxHashMap;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const IN_A_ROW: usize = 30;
-const THREADS: usize = 2;
+/// Engine threads (and partitions per batch): 2, or `DSTREAM_BENCH_THREADS`.
+fn threads() -> usize {
+    std::env::var("DSTREAM_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(2)
+}
 const PATTERN: &str = "kaka";
 
 /// Partitions per batch: one per thread. (A big partition is cut into
 /// pieces of at most `Limits::call_input()` bytes per Wasm call by the engine,
 /// so it stays under the sandbox's memory limit.)
 fn partitions(_interval_ms: u64) -> usize {
-    THREADS
+    std::env::var("DSTREAM_BENCH_PARTITIONS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or_else(threads)
 }
 
 fn wordcount_job(interval_ms: u64, rate: u64) -> String {
@@ -113,7 +125,7 @@ impl Bench {
         let job = file
             .resolve(&plugins::infos(&loaded))
             .expect("bench job resolves");
-        Engine::new(job, loaded, THREADS).expect("engine starts")
+        Engine::new(job, loaded, threads()).expect("engine starts")
     }
 
     /// Whether `rate` is sustained: `IN_A_ROW` batches in a row within the
@@ -277,8 +289,62 @@ fn grep_by_hand(batches: u64, rate: u64, interval: Duration, parts: u32) -> (f64
     (records as f64 / t.elapsed().as_secs_f64(), hits)
 }
 
+/// `DSTREAM_BENCH_RAW=1`: the Wasm split+sum alone over generated
+/// partitions of the WordCount job, on 1 then 2 threads (no engine).
+fn raw(runtime: &Runtime) {
+    let plugin = plugins::load(
+        runtime,
+        "wc",
+        dstream_artifacts::WORDCOUNT,
+        Path::new("."),
+        Default::default(),
+    )
+    .expect("plugin loads");
+    let stages = [
+        dstream_wasm::Stage {
+            op: "split".into(),
+            params: vec![],
+        },
+        dstream_wasm::Stage {
+            op: "sum".into(),
+            params: vec![],
+        },
+    ];
+    let pool = generator(2_000_000);
+    let parts: Vec<Batch> = (0..8)
+        .map(|p| pool.partition(1, p, 8, Duration::from_secs(1)))
+        .collect();
+    let run = |ps: &[Batch]| {
+        for p in ps {
+            std::hint::black_box(plugin.pipeline(&stages, p).expect("runs"));
+        }
+    };
+    for _ in 0..5 {
+        let t = Instant::now();
+        run(&parts);
+        let one = t.elapsed();
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| run(&parts[..4]));
+            run(&parts[4..]);
+        });
+        let two = t.elapsed();
+        eprintln!(
+            "raw split+sum over 2M records: 1 thread {:.0} ms ({:.2}M rec/s), 2 threads {:.0} ms ({:.2}M rec/s)",
+            one.as_secs_f64() * 1e3,
+            2.0 / one.as_secs_f64(),
+            two.as_secs_f64() * 1e3,
+            2.0 / two.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::var_os("DSTREAM_BENCH_RAW").is_some() {
+        raw(&Runtime::new(Limits::default()).expect("runtime"));
+        return;
+    }
     let bench = Bench {
         runtime: Runtime::new(Limits::default()).expect("runtime"),
     };
@@ -296,12 +362,7 @@ fn main() {
             continue;
         }
         eprintln!("{name}:");
-        let (hand_rate, _) = hand(
-            hand_batches,
-            1_000_000,
-            Duration::from_secs(1),
-            THREADS as u32,
-        );
+        let (hand_rate, _) = hand(hand_batches, 1_000_000, Duration::from_secs(1), 2);
         eprintln!("  hand-written loop, 1 thread: {hand_rate:.0} rec/s");
         let mut result = vec![name.to_string(), format!("{:.2}M", hand_rate / 1e6)];
         let intervals: Vec<u64> = match std::env::var("DSTREAM_BENCH_INTERVALS") {

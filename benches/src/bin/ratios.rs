@@ -12,7 +12,9 @@
 //!
 //! `--only VARIANT` runs one variant only, `N` times (for `perf`): one of
 //! `grep-wasm`, `grep-native`, `grep-hand`, `wordcount-wasm`,
-//! `wordcount-native`, `wordcount-hand`, `grep-empty`, `wordcount-empty`.
+//! `wordcount-native`, `wordcount-hand`, `grep-empty`, `wordcount-empty`;
+//! or, on two threads at once (each over half the partitions),
+//! `wordcount-wasm-2`, `wordcount-native-2`, `grep-wasm-2`.
 #![allow(clippy::print_stdout)]
 
 use std::hint::black_box;
@@ -337,6 +339,16 @@ fn main() {
     println!("load average after: {}", load_average());
 }
 
+/// Runs `f` over the first half of `parts` on one thread and over the
+/// second half on another, at once.
+fn halves(parts: &[Batch], f: &(dyn Fn(&Batch) + Sync)) {
+    let (a, b) = parts.split_at(parts.len() / 2);
+    std::thread::scope(|s| {
+        s.spawn(|| a.iter().for_each(f));
+        b.iter().for_each(f);
+    });
+}
+
 /// Runs one variant `runs` times and prints the median, for profiling.
 fn profile(variant: &str, runs: usize) {
     let parts = partitions(RECORDS, PARTITION);
@@ -352,6 +364,9 @@ fn profile(variant: &str, runs: usize) {
         "wordcount-wasm" => each(&|p| drop(black_box(wordcount.wasm(p)))),
         "wordcount-native" => each(&|p| drop(black_box(wordcount.native(p)))),
         "wordcount-hand" => each(&|p| drop(black_box(wordcount.by_hand(p)))),
+        "wordcount-wasm-2" => halves(&parts, &|p| drop(black_box(wordcount.wasm(p)))),
+        "wordcount-native-2" => halves(&parts, &|p| drop(black_box(wordcount.native(p)))),
+        "grep-wasm-2" => halves(&parts, &|p| drop(black_box(grep.wasm(p)))),
         "grep-empty" => (0..EMPTY_CALLS).for_each(|_| drop(black_box(grep.wasm(&empty)))),
         "wordcount-empty" => (0..EMPTY_CALLS).for_each(|_| drop(black_box(wordcount.wasm(&empty)))),
         other => panic!("unknown variant {other:?}"),

@@ -119,9 +119,15 @@ impl Runtime {
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         // `perf record` can name the JIT-compiled functions of plugins when
         // DSTREAM_WASM_PERFMAP is set (wasmtime writes /tmp/perf-PID.map).
-        if std::env::var_os("DSTREAM_WASM_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
+        // With the `profiling` feature, DSTREAM_WASM_PERFMAP=jitdump writes
+        // a jitdump file instead, for `perf record -k 1` then
+        // `perf inject --jit`: instruction-level `perf annotate`.
+        match std::env::var("DSTREAM_WASM_PERFMAP").as_deref() {
+            #[cfg(feature = "profiling")]
+            Ok("jitdump") => config.profiler(wasmtime::ProfilingStrategy::JitDump),
+            Ok(_) => config.profiler(wasmtime::ProfilingStrategy::PerfMap),
+            Err(_) => &mut config,
+        };
         #[cfg(feature = "component-model-async")]
         config.wasm_component_model_async(true);
         let page = 64 << 10;
