@@ -254,11 +254,12 @@ pub(crate) fn status(a: StatusArgs) -> anyhow::Result<()> {
         records_out,
         recomputed,
         speculated,
+        set_aside,
     } in &jobs
     {
         writeln!(
             out,
-            "  {job:>3}  {name:<20} {state:<10} batches {batches_done}  records out {records_out}  recomputed {recomputed}  speculated {speculated}  last batch {:.1} ms  delay {:.1} ms",
+            "  {job:>3}  {name:<20} {state:<10} batches {batches_done}  records out {records_out}  recomputed {recomputed}  speculated {speculated}  workers set aside {set_aside}  last batch {:.1} ms  delay {:.1} ms",
             *last_processing_us as f64 / 1e3,
             *last_delay_us as f64 / 1e3
         )?;

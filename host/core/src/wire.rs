@@ -139,6 +139,8 @@ pub struct JobStatus {
     pub recomputed: u64,
     /// Speculative copies of slow tasks launched.
     pub speculated: u64,
+    /// Times a worker was set aside as slow for this job.
+    pub set_aside: u64,
 }
 
 /// Everything coordinator, workers and the CLI say to each other. Each

@@ -157,6 +157,15 @@ pub enum Command {
         /// The worker.
         worker: WorkerId,
     },
+    /// A worker whose tasks lost to speculative copies by far, twice, is
+    /// set aside: no task goes to it for `period` while others can take
+    /// them ([`Config::slow_block`]).
+    WorkerSetAside {
+        /// The worker.
+        worker: WorkerId,
+        /// For how long.
+        period: Duration,
+    },
 }
 
 /// Blocks, each with the workers holding it.
@@ -1340,6 +1349,10 @@ impl Coordinator {
             .unwrap_or(now);
         self.slow.insert(worker, until);
         self.stats.workers_set_aside += 1;
+        self.commands.push_back(Command::WorkerSetAside {
+            worker,
+            period: until.saturating_duration_since(now),
+        });
     }
 
     /// Whether worker `id` is set aside as slow at `now` (never when every

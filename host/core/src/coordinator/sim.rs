@@ -53,6 +53,8 @@ pub struct Sim {
     pub failed: Vec<String>,
     /// Copies told to stop because another won.
     pub cancels: u64,
+    /// Workers set aside as slow, in order.
+    pub set_aside: Vec<WorkerId>,
     /// Each finished batch's processing time.
     pub times: Vec<Duration>,
     /// Checkpoints asked for, and whether they were written.
@@ -96,6 +98,7 @@ impl Sim {
             cuts: Vec::new(),
             failed: Vec::new(),
             cancels: 0,
+            set_aside: Vec::new(),
             times: Vec::new(),
             checkpoints: Vec::new(),
             restores: 0,
@@ -179,6 +182,7 @@ impl Sim {
                 Command::WorkerLost { worker } => self.lost.push(worker),
                 Command::Failed { message } => self.failed.push(message),
                 Command::Cancel { .. } => self.cancels += 1,
+                Command::WorkerSetAside { worker, .. } => self.set_aside.push(worker),
                 Command::Checkpoint { batch, blocks } => {
                     self.writing.push((batch, blocks));
                     if !self.hold_checkpoints {

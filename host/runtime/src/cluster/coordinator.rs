@@ -697,6 +697,7 @@ impl State {
                     records_out: 0,
                     recomputed: 0,
                     speculated: 0,
+                    set_aside: 0,
                 },
             },
         );
@@ -936,6 +937,17 @@ impl State {
                         }
                     }
                     Command::WorkerLost { worker } => lost.push(worker),
+                    Command::WorkerSetAside { worker, period } => {
+                        let name = self.workers.get(&worker).map(|w| w.name.clone());
+                        tracing::warn!(
+                            job = *job,
+                            worker,
+                            name = name.as_deref().unwrap_or("?"),
+                            seconds = period.as_secs_f64(),
+                            "worker set aside as slow: its tasks lost to speculative copies by far, twice; \
+                             no task goes to it meanwhile while others can take them"
+                        );
+                    }
                     Command::Failed { message } => failed.push((*job, message)),
                     Command::Checkpoint { batch, blocks } => {
                         let mut by_worker: BTreeMap<WorkerId, Vec<BlockId>> = BTreeMap::new();
@@ -1050,6 +1062,7 @@ impl State {
             if let Some(c) = &j.coord {
                 j.status.recomputed = c.stats().tasks_recomputed;
                 j.status.speculated = c.stats().tasks_speculated;
+                j.status.set_aside = c.stats().workers_set_aside;
             }
         }
         for job in finished {
