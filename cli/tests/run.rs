@@ -501,6 +501,91 @@ fn received_lines_survive_a_sigkill_through_the_input_log() {
     assert_eq!(got, want, "running totals after the restart");
 }
 
+/// A restart stopped partway through running the logged batches again
+/// (`--batches`, as Ctrl-C would) checkpoints where it stopped, keeps the
+/// logs of the batches it did not reach, and the next restart runs those:
+/// the running totals still hold every line once.
+#[test]
+fn a_restart_stopped_during_the_replay_goes_on_from_there_next_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_job(
+        dir.path(),
+        addr,
+        r#"running_reduce = "wc/sum""#,
+        r#"checkpoint_interval = "1h""#,
+    );
+    let ck = dir.path().join("ck");
+    let out = dir.path().join("out");
+    let logged = || -> Vec<u64> {
+        let mut v: Vec<u64> = std::fs::read_dir(ck.join("input"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("batch-")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+
+    let mut child = spawn_run(&path, &ck);
+    let (mut conn, _) = listener.accept().unwrap();
+    let want = send_lines(&mut conn, 2000);
+    drop(conn);
+    let t0 = Instant::now();
+    // The totals, and a few batches on so that more than two are logged.
+    while latest_counts(&out).is_none_or(|(n, t)| t != want || n < 4) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "totals never reached"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = batch_files(&out);
+    let logs = logged();
+    assert!(logs.len() >= 4, "{logs:?}");
+    assert_eq!(logs, (1..=logs.len() as u64).collect::<Vec<_>>());
+
+    // Two of the logged batches, then stop: no receiver is started (the
+    // listener is never connected to), exit 0, a checkpoint at batch 2.
+    let stopped = dstream()
+        .arg("run")
+        .arg(&path)
+        .arg("--checkpoint-dir")
+        .arg(&ck)
+        .args(["--batches", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(stopped.status.success(), "{stderr}");
+    assert!(stderr.contains("again over the input logged"), "{stderr}");
+    assert!(
+        ck.join("checkpoint-0000000002").is_dir(),
+        "no checkpoint at 2"
+    );
+    assert_eq!(logged(), logs[2..].to_vec(), "logs after the stop");
+    for n in [1, 2] {
+        assert_eq!(
+            batch_files(&out)[&n],
+            before[&n],
+            "batch {n} run again differently"
+        );
+    }
+
+    // The next restart runs the rest of them, then goes on live.
+    restart_after_kill(&path, &ck, &out, &listener, &before);
+    assert_eq!(latest_counts(&out).unwrap().1, want, "running totals");
+}
+
 /// With checkpoints between the received batches, a SIGKILL leaves only the
 /// logs of the batches after the last checkpoint; the restart resumes from
 /// that checkpoint, runs those batches again, and the running totals hold
