@@ -365,25 +365,15 @@ fn a_worker_slower_than_the_copies_of_its_tasks_is_set_aside_for_a_while() {
     let (aside, (aside_gap, back_at)) = run(Duration::from_secs(4));
     assert_eq!(kept.coord.stats().workers_set_aside, 0);
     assert!(aside.coord.stats().workers_set_aside > 0);
-    // Each time, the coordinator says so (for the logs), naming the
-    // worker; mostly the slow one. (Not only: here every attempt of a task
-    // takes a random 1-4 ms, so a healthy one now and then runs 4x the
-    // stage's early median while its copy takes 1 ms, twice within the
-    // block. Real copies of a task take about as long as the original.)
+    // Each time, the coordinator says so (for the logs), naming the slow
+    // worker and no other. (Every attempt here takes a random 1-4 ms, so a
+    // healthy worker now and then runs 4x the stage's early median while
+    // its copy takes 1 ms: a strike, but never two without a healthy task
+    // between them.)
     assert!(kept.set_aside.is_empty());
     assert_eq!(
-        aside.set_aside.len() as u64,
-        aside.coord.stats().workers_set_aside
-    );
-    let slow_ones = aside
-        .set_aside
-        .iter()
-        .filter(|w| **w == aside.workers[3])
-        .count();
-    assert!(
-        2 * slow_ones >= aside.set_aside.len(),
-        "{:?}",
-        aside.set_aside
+        aside.set_aside,
+        vec![aside.workers[3]; aside.coord.stats().workers_set_aside as usize]
     );
     // Never set aside, it gets tasks all along; set aside (after two
     // tasks lost by far), none for the 4 s, then tasks again.

@@ -47,7 +47,8 @@ pub struct Config {
     pub speculation_min: Duration,
     /// A worker whose tasks lost to speculative copies twice within this
     /// time, each after running at least [`SLOW_FACTOR`] times its stage's
-    /// median and twice as long as the copy, is set aside for this long (as
+    /// median and twice as long as the copy, with no task of its own
+    /// finished in less between them, is set aside for this long (as
     /// Flink's `block-slow-node-duration`): it gets no new task while some
     /// live worker is not set aside (tasks wait for those rather than go to
     /// it), so a slow node stops delaying every batch by the time a copy
@@ -721,6 +722,18 @@ impl Coordinator {
             .zip(copy_took)
             .is_some_and(|(m, copy)| ran >= SLOW_FACTOR * m && ran >= 2 * copy);
         let struck = (first != worker && far_behind).then_some(first);
+        // The winner was not far behind its stage: a worker that finishes
+        // so is not slow, whatever it lost before (strikes must come in a
+        // row, not one now and then among healthy tasks).
+        let healthy = copy_took.is_some_and(|took| {
+            b.stage_of
+                .get(&block)
+                .and_then(|s| b.stages[*s].median)
+                .is_some_and(|m| took < SLOW_FACTOR * m)
+        });
+        if healthy {
+            self.strikes.remove(&worker);
+        }
         for (w, _) in run.attempts.iter().filter(|(w, _)| *w != worker) {
             self.losers.insert((*w, block));
             self.commands
@@ -1323,7 +1336,9 @@ impl Coordinator {
 
     /// A task of `worker` lost to a copy by far: the second such strike
     /// within [`Config::slow_block`] sets it aside for that long (one alone
-    /// may be a pause that passes), unless half the workers already are.
+    /// may be a pause that passes), unless half the workers already are. A
+    /// task it finishes in less than [`SLOW_FACTOR`] times its stage's
+    /// median clears its strike.
     fn strike(&mut self, worker: WorkerId, now: Instant) {
         let block = self.config.slow_block;
         if block.is_zero() || self.set_aside(&worker, now) {
