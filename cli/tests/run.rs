@@ -452,6 +452,50 @@ fn restart_after_kill(
     String::from_utf8_lossy(&stderr).into_owned()
 }
 
+/// The numbers of the files in `dir` named `PREFIX<number>...`, in order.
+fn numbered(dir: &Path, prefix: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let rest = name.strip_prefix(prefix)?;
+            rest.split('.').next()?.parse().ok()
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Runs the socket job, sends it 2000 lines, waits until its running
+/// totals hold them all in a batch numbered `at_least` or later, then
+/// SIGKILLs it. Returns the totals sent and the batch files written.
+fn totals_then_sigkill(
+    path: &Path,
+    ck: &Path,
+    out: &Path,
+    listener: &std::net::TcpListener,
+    at_least: u64,
+) -> (BTreeMap<String, u64>, BTreeMap<u64, String>) {
+    let mut child = spawn_run(path, ck);
+    let (mut conn, _) = listener.accept().unwrap();
+    let want = send_lines(&mut conn, 2000);
+    drop(conn);
+    let t0 = Instant::now();
+    while latest_counts(out).is_none_or(|(n, t)| t != want || n < at_least) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "totals never reached: {:?}",
+            latest_counts(out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    (want, batch_files(out))
+}
+
 /// Lines received over tcp and put in batches survive a SIGKILL before any
 /// checkpoint: the restarted job runs those batches again over the input it
 /// logged for them (the same files, byte for byte) and its running totals
@@ -470,28 +514,12 @@ fn received_lines_survive_a_sigkill_through_the_input_log() {
     let ck = dir.path().join("ck");
     let out = dir.path().join("out");
 
-    let mut child = spawn_run(&path, &ck);
-    let (mut conn, _) = listener.accept().unwrap();
-    let want = send_lines(&mut conn, 2000);
-    drop(conn);
-    let t0 = Instant::now();
-    while latest_counts(&out).map(|(_, t)| t) != Some(want.clone()) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "totals never reached: {:?}",
-            latest_counts(&out)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    let before = batch_files(&out);
-    let checkpoints = std::fs::read_dir(&ck)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
-        .count();
-    assert_eq!(checkpoints, 0, "no checkpoint before the kill");
+    let (want, before) = totals_then_sigkill(&path, &ck, &out, &listener, 0);
+    assert_eq!(
+        numbered(&ck, "checkpoint-"),
+        [],
+        "no checkpoint before the kill"
+    );
 
     // Restarted: the logged batches run first, then new ones (no new input).
     let stderr = restart_after_kill(&path, &ck, &out, &listener, &before);
@@ -518,39 +546,10 @@ fn a_restart_stopped_during_the_replay_goes_on_from_there_next_time() {
     );
     let ck = dir.path().join("ck");
     let out = dir.path().join("out");
-    let logged = || -> Vec<u64> {
-        let mut v: Vec<u64> = std::fs::read_dir(ck.join("input"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("batch-")?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    };
+    let logged = || numbered(&ck.join("input"), "batch-");
 
-    let mut child = spawn_run(&path, &ck);
-    let (mut conn, _) = listener.accept().unwrap();
-    let want = send_lines(&mut conn, 2000);
-    drop(conn);
-    let t0 = Instant::now();
     // The totals, and a few batches on so that more than two are logged.
-    while latest_counts(&out).is_none_or(|(n, t)| t != want || n < 4) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "totals never reached"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let before = batch_files(&out);
+    let (want, before) = totals_then_sigkill(&path, &ck, &out, &listener, 4);
     let logs = logged();
     assert!(logs.len() >= 4, "{logs:?}");
     assert_eq!(logs, (1..=logs.len() as u64).collect::<Vec<_>>());
@@ -604,20 +603,6 @@ fn after_a_checkpoint_only_the_later_batches_run_again() {
     let ck = dir.path().join("ck");
     let out = dir.path().join("out");
     let latest = || latest_counts(&out);
-    let numbered = |sub: &str, prefix: &str| -> Vec<u64> {
-        let mut v: Vec<u64> = std::fs::read_dir(ck.join(sub))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let rest = name.strip_prefix(prefix)?;
-                rest.split('.').next()?.parse().ok()
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    };
 
     let mut child = spawn_run(&path, &ck);
     let (mut conn, _) = listener.accept().unwrap();
@@ -642,8 +627,8 @@ fn after_a_checkpoint_only_the_later_batches_run_again() {
     // Logs up to a checkpoint are removed once it is written: at most those
     // after the one before the newest remain (a kill may fall between the
     // newest and its pruning).
-    let checkpoint = *numbered("", "checkpoint-").last().expect("a checkpoint");
-    let logs = numbered("input", "batch-");
+    let checkpoint = *numbered(&ck, "checkpoint-").last().expect("a checkpoint");
+    let logs = numbered(&ck.join("input"), "batch-");
     assert!(
         logs.iter().all(|l| *l + 3 > checkpoint),
         "{logs:?} vs {checkpoint}"
