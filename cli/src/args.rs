@@ -125,9 +125,10 @@ pub(crate) struct CoordinatorArgs {
 
     /// A worker whose tasks lost to speculative copies twice within this
     /// time (each after running at least 4 times its stage's median and
-    /// twice as long as the copy) gets no new task for this long while some
-    /// other worker is not set aside (a slow node then stops delaying every
-    /// batch); at most half the workers at once; 0s never sets one aside.
+    /// twice as long as the copy, with no task of its own finished in less
+    /// between them) gets no new task for this long while some other worker
+    /// is not set aside (a slow node then stops delaying every batch); at
+    /// most half the workers at once; logged; 0s never sets one aside.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub(crate) slow_block: Duration,
 
