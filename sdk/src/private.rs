@@ -24,7 +24,7 @@ pub fn decode<'a, T: Decode<'a>>(bytes: &'a [u8], i: usize, what: &str) -> Resul
     }
 }
 
-/// [`decode`] of bytes that may lie within `ascii` (see [`ascii`]).
+/// [`decode`] of bytes that may lie within `ascii` (see [`windows`]).
 #[inline(always)]
 pub fn decode_in<'a, T: Decode<'a>>(
     bytes: &'a [u8],
