@@ -11,7 +11,11 @@
 //! `DSTREAM_BENCH_ONLY=grep` (or `wordcount`) runs one job,
 //! `DSTREAM_BENCH_INTERVALS=100,1000` chooses the intervals (ms),
 //! `DSTREAM_BENCH_STAGES=1` prints each trial's stage times,
-//! `DSTREAM_BENCH_THREADS=N` runs the engine on `N` threads (default 2).
+//! `DSTREAM_BENCH_THREADS=N` runs the engine on `N` threads (default 2),
+//! `DSTREAM_BENCH_PARTITIONS=P` cuts each batch into `P` partitions
+//! (default: one per thread), and `DSTREAM_BENCH_RAW=1` only times the
+//! Wasm split+sum over the WordCount job's records on 1 and 2 threads,
+//! without the engine.
 //!
 //! Batches run back to back (the clock is not waited for), so a batch that
 //! finishes within its interval is one the real-time driver would keep up
@@ -47,7 +51,8 @@ fn threads() -> usize {
 }
 const PATTERN: &str = "kaka";
 
-/// Partitions per batch: one per thread. (A big partition is cut into
+/// Partitions per batch: one per thread unless `DSTREAM_BENCH_PARTITIONS`
+/// says otherwise. (A big partition is cut into
 /// pieces of at most `Limits::call_input()` bytes per Wasm call by the engine,
 /// so it stays under the sandbox's memory limit.)
 fn partitions(_interval_ms: u64) -> usize {
