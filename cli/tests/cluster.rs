@@ -85,7 +85,8 @@ fn a_worker_of_another_ca_is_refused_and_a_bad_frame_closes_only_its_connection(
             .await
             .unwrap();
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(&[9, 0, 0, 0, 1, 0, 0xff, 0xff])
+        let version = dstream_core::wire::VERSION.to_le_bytes();
+        send.write_all(&[9, 0, 0, 0, version[0], version[1], 0xff, 0xff])
             .await
             .unwrap();
         send.finish().unwrap();

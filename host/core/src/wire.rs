@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::job::NodeId;
 use crate::plan::{BlockId, Task};
 
-/// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this build speaks. 2: `JobStatus::set_aside`.
+pub const VERSION: u16 = 2;
 
 /// The largest frame accepted (a partition crosses in one frame).
 pub const MAX_FRAME: u32 = 1 << 30;
@@ -486,7 +486,7 @@ mod tests {
         ));
         // Garbage payload.
         let mut r = FrameReader::new();
-        r.push(&[3, 0, 0, 0, 1, 0, 0xff]);
+        r.push(&[&[3, 0, 0, 0][..], &VERSION.to_le_bytes(), &[0xff]].concat());
         assert!(matches!(
             r.next_message::<Message>(),
             Err(WireError::Malformed(_))

@@ -122,7 +122,15 @@ async fn a_malformed_or_truncated_frame_closes_only_its_connection() {
     let mut other_version = good.clone();
     other_version[4] = 9;
     for (bytes, expect) in [
-        (vec![5u8, 0, 0, 0, 1, 0, 0xff, 0xff, 0xff], "malformed"),
+        (
+            [
+                &[5u8, 0, 0, 0][..],
+                &wire::VERSION.to_le_bytes(),
+                &[0xff; 3],
+            ]
+            .concat(),
+            "malformed",
+        ),
         (good[..good.len() - 2].to_vec(), "ended inside a frame"),
         (other_version, "protocol version 9"),
     ] {
