@@ -452,6 +452,32 @@ fn restart_after_kill(
     String::from_utf8_lossy(&stderr).into_owned()
 }
 
+/// A running word count over tcp lines (the socket job) checkpointing every
+/// `checkpoint_interval`, in a new directory: the directory, the server the
+/// job connects to, the job file, its checkpoint directory and its files
+/// sink's directory.
+fn running_socket_job(
+    checkpoint_interval: &str,
+) -> (
+    tempfile::TempDir,
+    std::net::TcpListener,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_job(
+        dir.path(),
+        addr,
+        r#"running_reduce = "wc/sum""#,
+        &format!(r#"checkpoint_interval = "{checkpoint_interval}""#),
+    );
+    let (ck, out) = (dir.path().join("ck"), dir.path().join("out"));
+    (dir, listener, path, ck, out)
+}
+
 /// The numbers of the files in `dir` named `PREFIX<number>...`, in order.
 fn numbered(dir: &Path, prefix: &str) -> Vec<u64> {
     let mut v: Vec<u64> = std::fs::read_dir(dir)
@@ -502,17 +528,7 @@ fn totals_then_sigkill(
 /// hold every line once.
 #[test]
 fn received_lines_survive_a_sigkill_through_the_input_log() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_job(
-        dir.path(),
-        addr,
-        r#"running_reduce = "wc/sum""#,
-        r#"checkpoint_interval = "1h""#,
-    );
-    let ck = dir.path().join("ck");
-    let out = dir.path().join("out");
+    let (_dir, listener, path, ck, out) = running_socket_job("1h");
 
     let (want, before) = totals_then_sigkill(&path, &ck, &out, &listener, 0);
     assert_eq!(
@@ -535,17 +551,7 @@ fn received_lines_survive_a_sigkill_through_the_input_log() {
 /// the running totals still hold every line once.
 #[test]
 fn a_restart_stopped_during_the_replay_goes_on_from_there_next_time() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_job(
-        dir.path(),
-        addr,
-        r#"running_reduce = "wc/sum""#,
-        r#"checkpoint_interval = "1h""#,
-    );
-    let ck = dir.path().join("ck");
-    let out = dir.path().join("out");
+    let (_dir, listener, path, ck, out) = running_socket_job("1h");
     let logged = || numbered(&ck.join("input"), "batch-");
 
     // The totals, and a few batches on so that more than two are logged.
@@ -591,17 +597,7 @@ fn a_restart_stopped_during_the_replay_goes_on_from_there_next_time() {
 /// every line once.
 #[test]
 fn after_a_checkpoint_only_the_later_batches_run_again() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_job(
-        dir.path(),
-        addr,
-        r#"running_reduce = "wc/sum""#,
-        r#"checkpoint_interval = "300ms""#,
-    );
-    let ck = dir.path().join("ck");
-    let out = dir.path().join("out");
+    let (_dir, listener, path, ck, out) = running_socket_job("300ms");
     let latest = || latest_counts(&out);
 
     let mut child = spawn_run(&path, &ck);
