@@ -107,7 +107,7 @@ pub(crate) fn load_job(
         let path = plugins::locate(location, &base_dir);
         if path.is_dir() {
             say(format_args!(
-                "building plugin `{name}` from {} (the first build takes a minute)",
+                "building plugin `{name}` from {} with cargo (a minute the first time, quick when up to date)",
                 path.display()
             ));
         }

@@ -175,7 +175,7 @@ fn an_unknown_source_kind() {
     assert_eq!((e.line, e.field.as_str()), (4, "sources.s.kind"));
     assert!(
         e.message
-            .contains("unknown source kind \"kafka\": use one of tcp, files, http, generator"),
+            .contains("unknown source kind `kafka`: use one of tcp, files, http, generator"),
         "{e}"
     );
 }

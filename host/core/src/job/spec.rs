@@ -551,7 +551,7 @@ fn check_source(loc: &Locator, name: &str, s: &Spanned<RawSource>) -> Result<(),
                 r.kind.span(),
                 f("kind"),
                 format!(
-                    "unknown source kind {other:?}: use one of {}",
+                    "unknown source kind `{other}`: use one of {}",
                     SOURCE_KINDS.join(", ")
                 ),
             ));
@@ -667,7 +667,7 @@ fn check_sink(
                 r.kind.span(),
                 f("kind"),
                 format!(
-                    "unknown sink kind {other:?}: use one of {}",
+                    "unknown sink kind `{other}`: use one of {}",
                     SINK_KINDS.join(", ")
                 ),
             ));
