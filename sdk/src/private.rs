@@ -18,10 +18,7 @@ const FIRST_KEYS: usize = 256;
 /// Decodes `bytes` (the `what` of record `i`) as `T`.
 #[inline]
 pub fn decode<'a, T: Decode<'a>>(bytes: &'a [u8], i: usize, what: &str) -> Result<T, OpError> {
-    match T::try_decode(bytes) {
-        Some(t) => Ok(t),
-        None => Err(undecodable::<T>(bytes, i, what)),
-    }
+    decode_in(bytes, None, i, what)
 }
 
 /// [`decode`] of bytes that may lie within `ascii` (see [`windows`]).
