@@ -41,13 +41,17 @@ use rustc_hash::FxHashMap;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const IN_A_ROW: usize = 30;
-/// Engine threads (and partitions per batch): 2, or `DSTREAM_BENCH_THREADS`.
-fn threads() -> usize {
-    std::env::var("DSTREAM_BENCH_THREADS")
+/// The positive number in environment variable `name`, if set.
+fn env_count(name: &str) -> Option<usize> {
+    std::env::var(name)
         .ok()
         .and_then(|t| t.parse().ok())
         .filter(|t| *t > 0)
-        .unwrap_or(2)
+}
+
+/// Engine threads (and partitions per batch): 2, or `DSTREAM_BENCH_THREADS`.
+fn threads() -> usize {
+    env_count("DSTREAM_BENCH_THREADS").unwrap_or(2)
 }
 const PATTERN: &str = "kaka";
 
@@ -56,11 +60,7 @@ const PATTERN: &str = "kaka";
 /// pieces of at most `Limits::call_input()` bytes per Wasm call by the engine,
 /// so it stays under the sandbox's memory limit.)
 fn partitions(_interval_ms: u64) -> usize {
-    std::env::var("DSTREAM_BENCH_PARTITIONS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .filter(|t| *t > 0)
-        .unwrap_or_else(threads)
+    env_count("DSTREAM_BENCH_PARTITIONS").unwrap_or_else(threads)
 }
 
 fn wordcount_job(interval_ms: u64, rate: u64) -> String {
