@@ -221,11 +221,16 @@ pub fn counts_of_map(map: &FxHashMap<&[u8], u64>) -> BTreeMap<Vec<u8>, u64> {
     map.iter().map(|(k, v)| (k.to_vec(), *v)).collect()
 }
 
-/// Loads the component at `path` into `runtime` as `name`.
+/// Loads the component at `path` into `runtime` as `name`, or the one at
+/// `$DSTREAM_BENCH_<NAME>_WASM` when that is set (to compare two builds of
+/// a plugin side by side: two processes at once see the same machine).
 ///
 /// # Panics
 /// If the file cannot be read or the component does not load.
 pub fn load(runtime: &Runtime, name: &str, path: &str) -> Plugin {
+    let var = format!("DSTREAM_BENCH_{}_WASM", name.to_uppercase());
+    let given = std::env::var(&var).ok();
+    let path = given.as_deref().unwrap_or(path);
     let bytes = std::fs::read(Path::new(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     runtime
         .load(name, &bytes)
