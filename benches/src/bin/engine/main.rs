@@ -6,7 +6,14 @@
 //!
 //! ```text
 //! cargo run --release -p dstream-benches --bin engine [-- --quick]
+//! cargo run --release -p dstream-benches --features timely --bin engine
 //! ```
+//!
+//! With `--features timely` the same jobs also run on timely dataflow (the
+//! peer: see `peer.rs`), on as many workers as the engine has threads, and
+//! the table gives the engine's rate over timely's. The two searches take
+//! turns, one trial each, so that both see the same stretch of a noisy
+//! machine.
 //!
 //! `DSTREAM_BENCH_ONLY=grep` (or `wordcount`) runs one job,
 //! `DSTREAM_BENCH_INTERVALS=100,1000` chooses the intervals (ms),
@@ -23,6 +30,9 @@
 //! (as a source task) and in the hand-written loop alike.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[cfg(feature = "timely")]
+mod peer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -133,9 +143,8 @@ impl Bench {
         Engine::new(job, loaded, threads()).expect("engine starts")
     }
 
-    /// Whether `rate` is sustained: `IN_A_ROW` batches in a row within the
-    /// interval (after 3 warm-up batches; up to 2x as many tries). Returns
-    /// the median processing time too.
+    /// Whether the engine sustains `rate` (see [`Judge`]), and its median
+    /// batch time.
     fn sustained(
         &self,
         job: &dyn Fn(u64, u64) -> String,
@@ -143,32 +152,16 @@ impl Bench {
         rate: u64,
     ) -> (bool, Duration) {
         let engine = self.engine(&job(interval_ms, rate));
-        let interval = Duration::from_millis(interval_ms);
-        let mut in_a_row = 0;
-        let mut times = Vec::new();
+        let mut judge = Judge::new(Duration::from_millis(interval_ms));
         let mut last = None;
-        for n in 1..=(3 + 2 * IN_A_ROW as u64) {
+        for n in 1.. {
             let t = Instant::now();
             last = Some(engine.run_batch(n, BTreeMap::new()).expect("batch runs"));
             engine.finish_batch(n);
-            let took = t.elapsed();
-            if n <= 3 {
-                continue;
-            }
-            times.push(took);
-            if took < interval {
-                in_a_row += 1;
-                if in_a_row == IN_A_ROW {
-                    break;
-                }
-            } else {
-                in_a_row = 0;
-                if times.len() > IN_A_ROW {
-                    break;
-                }
+            if !judge.go_on(t.elapsed()) {
+                break;
             }
         }
-        times.sort();
         if std::env::var_os("DSTREAM_BENCH_STAGES").is_some() {
             let stages: Vec<String> = last
                 .expect("a batch ran")
@@ -178,55 +171,154 @@ impl Bench {
                 .collect();
             eprintln!("    stages: {}", stages.join(", "));
         }
-        (in_a_row == IN_A_ROW, times[times.len() / 2])
+        judge.verdict()
+    }
+}
+
+/// Judges a trial batch by batch: after 3 warm-up batches, `IN_A_ROW`
+/// batches in a row must finish within the interval; it gives up after
+/// twice as many tries.
+#[derive(Debug)]
+struct Judge {
+    interval: Duration,
+    seen: usize,
+    in_a_row: usize,
+    times: Vec<Duration>,
+}
+
+impl Judge {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            seen: 0,
+            in_a_row: 0,
+            times: Vec::new(),
+        }
     }
 
-    /// The highest sustained rate, to within about 6%.
-    fn max_rate(
-        &self,
-        job: &dyn Fn(u64, u64) -> String,
-        interval_ms: u64,
-        start: u64,
-    ) -> (u64, Duration) {
-        let mut lo = 0;
-        let mut lo_median = Duration::ZERO;
-        let mut hi = start;
-        // Double until a rate fails.
-        loop {
-            let (ok, median) = self.sustained(job, interval_ms, hi);
-            eprintln!(
-                "  {:>6} ms interval, {:>10} rec/s: {} (median batch {:.1} ms)",
-                interval_ms,
-                hi,
-                if ok { "sustained" } else { "behind" },
-                median.as_secs_f64() * 1e3
-            );
-            if !ok {
-                break;
-            }
-            lo = hi;
-            lo_median = median;
-            hi *= 2;
+    /// Takes the time of the next batch; false once the trial is decided.
+    fn go_on(&mut self, took: Duration) -> bool {
+        self.seen += 1;
+        if self.seen <= 3 {
+            return true;
         }
-        // Then bisect.
-        while hi - lo > hi / 16 {
-            let mid = (lo + hi) / 2;
-            let (ok, median) = self.sustained(job, interval_ms, mid);
-            eprintln!(
-                "  {:>6} ms interval, {:>10} rec/s: {} (median batch {:.1} ms)",
-                interval_ms,
-                mid,
-                if ok { "sustained" } else { "behind" },
-                median.as_secs_f64() * 1e3
-            );
-            if ok {
-                lo = mid;
-                lo_median = median;
-            } else {
-                hi = mid;
-            }
+        self.times.push(took);
+        if took < self.interval {
+            self.in_a_row += 1;
+            self.in_a_row < IN_A_ROW
+        } else {
+            self.in_a_row = 0;
+            self.times.len() <= IN_A_ROW
         }
-        (lo, lo_median)
+    }
+
+    /// Whether the rate was sustained, and the median batch time.
+    fn verdict(mut self) -> (bool, Duration) {
+        self.times.sort();
+        (self.in_a_row == IN_A_ROW, self.times[self.times.len() / 2])
+    }
+}
+
+/// Whether something sustains a rate at an interval (ms, rec/s), and its
+/// median batch time.
+type Trial<'a> = &'a dyn Fn(u64, u64) -> (bool, Duration);
+
+/// A peer's name and trial.
+type Peer = (&'static str, Box<dyn Fn(u64, u64) -> (bool, Duration)>);
+
+/// The peers run beside the engine for job `i` of the table: timely with
+/// `--features timely`, otherwise none.
+fn peers(i: usize) -> Vec<Peer> {
+    #[cfg(feature = "timely")]
+    {
+        peer::check(peer::JOBS[i]);
+        vec![(
+            "timely dataflow",
+            Box::new(move |interval_ms, rate| peer::sustained(peer::JOBS[i], interval_ms, rate)),
+        )]
+    }
+    #[cfg(not(feature = "timely"))]
+    {
+        let _ = i;
+        Vec::new()
+    }
+}
+
+/// The search for the highest sustained rate, to within about 6%: double
+/// from a start until a rate fails, then bisect. Driven one trial at a time
+/// ([`Search::next`], [`Search::record`]) so that two searches can take
+/// turns and see the same stretch of a noisy machine.
+#[derive(Debug)]
+struct Search {
+    /// The highest rate sustained so far, and its median batch time.
+    lo: (u64, Duration),
+    /// The lowest rate that failed (or the next to double to).
+    hi: u64,
+    doubling: bool,
+}
+
+impl Search {
+    fn new(start: u64) -> Self {
+        Self {
+            lo: (0, Duration::ZERO),
+            hi: start,
+            doubling: true,
+        }
+    }
+
+    /// The next rate to try, or `None` when the search is over.
+    fn next(&self) -> Option<u64> {
+        if self.doubling {
+            Some(self.hi)
+        } else if self.hi - self.lo.0 > self.hi / 16 {
+            Some((self.lo.0 + self.hi) / 2)
+        } else {
+            None
+        }
+    }
+
+    /// Takes the outcome of a trial at `rate`.
+    fn record(&mut self, rate: u64, ok: bool, median: Duration) {
+        match (ok, self.doubling) {
+            (true, true) => {
+                self.lo = (rate, median);
+                self.hi = rate * 2;
+            }
+            (false, true) => self.doubling = false,
+            (true, false) => self.lo = (rate, median),
+            (false, false) => self.hi = rate,
+        }
+    }
+}
+
+/// Runs searches from `start` for each of `contenders` (a name and its
+/// trial: whether it sustains a rate at `interval_ms`, and its median batch
+/// time), taking turns one trial at a time; the highest sustained rate of
+/// each, with its median batch time.
+fn max_rates(
+    contenders: &[(&str, Trial<'_>)],
+    interval_ms: u64,
+    start: u64,
+) -> Vec<(u64, Duration)> {
+    let mut searches: Vec<Search> = contenders.iter().map(|_| Search::new(start)).collect();
+    loop {
+        let mut tried = false;
+        for ((name, sustained), search) in contenders.iter().zip(&mut searches) {
+            let Some(rate) = search.next() else {
+                continue;
+            };
+            tried = true;
+            let (ok, median) = sustained(interval_ms, rate);
+            eprintln!(
+                "  {name:<24} {interval_ms:>6} ms interval, {rate:>10} rec/s: {} (median batch {:.1} ms)",
+                if ok { "sustained" } else { "behind" },
+                ms(median)
+            );
+            search.record(rate, ok, median);
+        }
+        if !tried {
+            return searches.into_iter().map(|s| s.lo).collect();
+        }
     }
 }
 
@@ -362,41 +454,76 @@ fn main() {
         ("grep", grep_job, grep_by_hand),
     ];
     let only = std::env::var("DSTREAM_BENCH_ONLY").ok();
-    for (name, job, hand) in jobs {
+    let intervals: Vec<u64> = match std::env::var("DSTREAM_BENCH_INTERVALS") {
+        Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+        Err(_) if quick => vec![100],
+        Err(_) => vec![100, 1000],
+    };
+    for (i, (name, job, hand)) in jobs.into_iter().enumerate() {
         if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
             continue;
         }
         eprintln!("{name}:");
         let (hand_rate, _) = hand(hand_batches, 1_000_000, Duration::from_secs(1), 2);
         eprintln!("  hand-written loop, 1 thread: {hand_rate:.0} rec/s");
-        let mut result = vec![name.to_string(), format!("{:.2}M", hand_rate / 1e6)];
-        let intervals: Vec<u64> = match std::env::var("DSTREAM_BENCH_INTERVALS") {
-            Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
-            Err(_) if quick => vec![100],
-            Err(_) => vec![100, 1000],
-        };
-        for interval_ms in intervals {
-            let start = (hand_rate as u64 / 4).max(10_000);
-            let (rate, median) = bench.max_rate(&job, interval_ms, start);
-            result.push(format!(
-                "{:.2}M ({:.0} ms)",
-                rate as f64 / 1e6,
-                median.as_secs_f64() * 1e3
-            ));
-            if interval_ms == 100 {
-                result.push(format!("{:.2}", rate as f64 / hand_rate));
+        let start = (hand_rate as u64 / 4).max(10_000);
+        for &interval_ms in &intervals {
+            let engine = |interval_ms, rate| bench.sustained(&job, interval_ms, rate);
+            let peers = peers(i);
+            let contenders: Vec<(&str, Trial<'_>)> =
+                std::iter::once(("dstream engine", &engine as Trial<'_>))
+                    .chain(
+                        peers
+                            .iter()
+                            .map(|(name, trial)| (*name, trial.as_ref() as Trial<'_>)),
+                    )
+                    .collect();
+            let found = max_rates(&contenders, interval_ms, start);
+            let (rate, median) = found[0];
+            let mut row = vec![
+                name.to_string(),
+                format!("{interval_ms} ms"),
+                format!("{:.2}M", hand_rate / 1e6),
+                format!("{:.2}M ({:.0} ms)", rate as f64 / 1e6, ms(median)),
+                format!("{:.2}", rate as f64 / hand_rate),
+            ];
+            for &(peer_rate, median) in &found[1..] {
+                row.push(format!(
+                    "{:.2}M ({:.0} ms)",
+                    peer_rate as f64 / 1e6,
+                    ms(median)
+                ));
+                row.push(format!("{:.2}", rate as f64 / peer_rate as f64));
             }
-        }
-        rows.push(result);
-    }
-    {
-        println!();
-        println!(
-            "| job | hand loop, 1 thread (rec/s) | engine, 100 ms interval (rec/s, median batch) | engine/hand at 100 ms | engine, 1 s interval |"
-        );
-        println!("|---|---|---|---|---|");
-        for r in rows {
-            println!("| {} |", r.join(" | "));
+            rows.push(row);
         }
     }
+    println!();
+    let peer_columns = if cfg!(feature = "timely") {
+        format!(
+            " timely, {} workers (rec/s, median batch) | engine/timely |",
+            threads()
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "| job | interval | hand loop, 1 thread (rec/s) | engine, {} threads (rec/s, median batch) | engine/hand |{peer_columns}",
+        threads()
+    );
+    println!(
+        "|---|---|---|---|---|{}",
+        if cfg!(feature = "timely") {
+            "---|---|"
+        } else {
+            ""
+        }
+    );
+    for r in rows {
+        println!("| {} |", r.join(" | "));
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
