@@ -244,8 +244,8 @@ fn peers(i: usize) -> Vec<Peer> {
     }
 }
 
-/// The search for the highest sustained rate, to within about 6%: double
-/// from a start until a rate fails, then bisect. Driven one trial at a time
+/// The search for the highest sustained rate, to within about 6% (and
+/// 1 000 records/s): double from a start until a rate fails, then bisect. Driven one trial at a time
 /// ([`Search::next`], [`Search::record`]) so that two searches can take
 /// turns and see the same stretch of a noisy machine.
 #[derive(Debug)]
@@ -270,7 +270,7 @@ impl Search {
     fn next(&self) -> Option<u64> {
         if self.doubling {
             Some(self.hi)
-        } else if self.hi - self.lo.0 > self.hi / 16 {
+        } else if self.hi - self.lo.0 > (self.hi / 16).max(1_000) {
             Some((self.lo.0 + self.hi) / 2)
         } else {
             None
