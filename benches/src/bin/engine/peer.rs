@@ -2,9 +2,9 @@
 //! ratio to (`--features timely`).
 //!
 //! Written as a timely user tuned for speed would write them, natively (no
-//! sandbox): two workers in one process; each generates its partition of
-//! every batch from the same seeded generator as the engine (so the records
-//! are the same bytes), and
+//! sandbox): as many workers in one process as the engine has threads (2
+//! by default); each generates its partition of every batch from the same
+//! seeded generator as the engine (so the records are the same bytes), and
 //!
 //! - WordCount splits its lines at spaces, combines the counts of the
 //!   partition in an FxHash map of borrowed words, and exchanges one
