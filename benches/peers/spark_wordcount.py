@@ -196,7 +196,10 @@ def main():
         for line in partition(pool(), 1, 0, 3):
             print(line)
         return
-    intervals = [int(a) for a in sys.argv[1:]] or [1000, 100]
+    try:
+        intervals = [int(a) for a in sys.argv[1:]] or [1000, 100]
+    except ValueError:
+        sys.exit(f"usage: {sys.argv[0]} [INTERVAL_MS ...] | --check (intervals in whole milliseconds)")
     spark = (
         SparkSession.builder.master("local[2]")
         .appName("dstream-peer-wordcount")
@@ -211,8 +214,9 @@ def main():
     for interval_ms in intervals:
         rate, median = max_rate(spark, interval_ms, 10_000)
         rows.append({"interval_ms": interval_ms, "rate": rate, "median_ms": median})
+    version = spark.version
     spark.stop()
-    print(f"spark {spark.version if hasattr(spark, 'version') else ''}".strip())
+    print(f"spark {version}")
     for r in rows:
         print(json.dumps(r))
 
