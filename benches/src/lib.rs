@@ -22,6 +22,8 @@
 //! [`MATCH_PER_MILLE`] per mille of them, cut into partitions of
 //! [`PARTITION`] records.
 
+pub mod rate;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dstream_benches::rate::{Judge, Search};
 use dstream_core::Batch;
 use dstream_core::generate::Pool;
 use dstream_core::job::{GenFormat, Generator, JobFile};
@@ -50,7 +51,6 @@ use rustc_hash::FxHashMap;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const IN_A_ROW: usize = 30;
 /// The positive number in environment variable `name`, if set.
 fn env_count(name: &str) -> Option<usize> {
     std::env::var(name)
@@ -175,50 +175,6 @@ impl Bench {
     }
 }
 
-/// Judges a trial batch by batch: after 3 warm-up batches, `IN_A_ROW`
-/// batches in a row must finish within the interval; it gives up after
-/// twice as many tries.
-#[derive(Debug)]
-struct Judge {
-    interval: Duration,
-    seen: usize,
-    in_a_row: usize,
-    times: Vec<Duration>,
-}
-
-impl Judge {
-    fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            seen: 0,
-            in_a_row: 0,
-            times: Vec::new(),
-        }
-    }
-
-    /// Takes the time of the next batch; false once the trial is decided.
-    fn go_on(&mut self, took: Duration) -> bool {
-        self.seen += 1;
-        if self.seen <= 3 {
-            return true;
-        }
-        self.times.push(took);
-        if took < self.interval {
-            self.in_a_row += 1;
-            self.in_a_row < IN_A_ROW
-        } else {
-            self.in_a_row = 0;
-            self.times.len() <= IN_A_ROW
-        }
-    }
-
-    /// Whether the rate was sustained, and the median batch time.
-    fn verdict(mut self) -> (bool, Duration) {
-        self.times.sort();
-        (self.in_a_row == IN_A_ROW, self.times[self.times.len() / 2])
-    }
-}
-
 /// Whether something sustains a rate at an interval (ms, rec/s), and its
 /// median batch time.
 type Trial<'a> = &'a dyn Fn(u64, u64) -> (bool, Duration);
@@ -241,53 +197,6 @@ fn peers(i: usize) -> Vec<Peer> {
     {
         let _ = i;
         Vec::new()
-    }
-}
-
-/// The search for the highest sustained rate, to within about 6% (and
-/// 1 000 records/s): double from a start until a rate fails, then bisect. Driven one trial at a time
-/// ([`Search::next`], [`Search::record`]) so that two searches can take
-/// turns and see the same stretch of a noisy machine.
-#[derive(Debug)]
-struct Search {
-    /// The highest rate sustained so far, and its median batch time.
-    lo: (u64, Duration),
-    /// The lowest rate that failed (or the next to double to).
-    hi: u64,
-    doubling: bool,
-}
-
-impl Search {
-    fn new(start: u64) -> Self {
-        Self {
-            lo: (0, Duration::ZERO),
-            hi: start,
-            doubling: true,
-        }
-    }
-
-    /// The next rate to try, or `None` when the search is over.
-    fn next(&self) -> Option<u64> {
-        if self.doubling {
-            Some(self.hi)
-        } else if self.hi - self.lo.0 > (self.hi / 16).max(1_000) {
-            Some((self.lo.0 + self.hi) / 2)
-        } else {
-            None
-        }
-    }
-
-    /// Takes the outcome of a trial at `rate`.
-    fn record(&mut self, rate: u64, ok: bool, median: Duration) {
-        match (ok, self.doubling) {
-            (true, true) => {
-                self.lo = (rate, median);
-                self.hi = rate * 2;
-            }
-            (false, true) => self.doubling = false,
-            (true, false) => self.lo = (rate, median),
-            (false, false) => self.hi = rate,
-        }
     }
 }
 

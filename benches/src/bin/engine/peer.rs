@@ -35,7 +35,9 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 
-use crate::{Judge, PATTERN, generator};
+use dstream_benches::rate::Judge;
+
+use crate::{PATTERN, generator};
 
 /// Timely workers: as many as the engine's threads.
 fn workers() -> usize {
