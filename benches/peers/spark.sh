@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the running WordCount on Spark Structured Streaming (spark_wordcount.py)
-# for scale beside the engine bench: installs PySpark into a virtualenv under
-# target/peers (about 45 s and 320 MB the first time) and needs Java 17 or
-# newer (Debian: apt-get install openjdk-17-jre-headless).
+# Runs the engine bench's jobs (a running WordCount, a Grep) on Spark
+# Structured Streaming (spark_peer.py) for scale beside the engine bench:
+# installs PySpark into a virtualenv under target/peers (about 45 s and
+# 320 MB the first time) and needs Java 17 or newer (Debian: apt-get
+# install openjdk-17-jre-headless).
 #
-#   benches/peers/spark.sh [INTERVAL_MS ...]    (default: 1000 100)
+#   benches/peers/spark.sh [wordcount|grep] [INTERVAL_MS ...]
+#                              (default: both jobs at 1000 and 100 ms)
 #
 # Not part of the tests: a bench, about 10-20 minutes on 2 cores.
 set -euo pipefail
@@ -28,4 +30,4 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import pyspark, sys; 
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet "pyspark==$PYSPARK_VERSION"
 fi
-exec "$venv/bin/python" benches/peers/spark_wordcount.py "$@"
+exec "$venv/bin/python" benches/peers/spark_peer.py "$@"

@@ -1,16 +1,18 @@
-"""A running WordCount on Spark Structured Streaming, for scale beside the
-dstream engine bench (`benches/src/bin/engine`).
+"""The engine bench's jobs on Spark Structured Streaming, for scale beside
+the dstream engine bench (`benches/src/bin/engine`): a running WordCount
+and a Grep.
 
 The records are lines of the engine's `words` generator: its pool of 4096
 lines of 100 bytes is rebuilt here bit for bit (SplitMix64 and
 `Pool::new`, checked against the engine's by `--check`), and each record
 of Spark's rate source is the pool line picked by a hash of its counter
 (the engine picks with SplitMix64: the same lines, drawn in another
-order). The job splits the
-lines at spaces and keeps a running count per word (a stateful
-aggregation, output mode `update`, written to the `noop` sink), with a
-processing-time trigger at the interval, on `local[2]` (two cores, as the
-engine's two threads) and 2 shuffle partitions.
+order). WordCount splits
+the lines at spaces and keeps a running count per word (a stateful
+aggregation, output mode `update`); Grep keeps the lines containing the
+engine bench's pattern (output mode `append`); both write to the `noop`
+sink, with a processing-time trigger at the interval, on `local[2]` (two
+cores, as the engine's two threads) and 2 shuffle partitions.
 
 Like the engine bench, the highest rate at which 30 batches in a row (after
 10 warm-up batches: see WARM_UP) finish within the interval, searched by
@@ -18,8 +20,9 @@ doubling from 10 000 records/s then bisecting to about 6%; a batch's time
 is Spark's own `triggerExecution`. A rate that fails at once gives 0 and
 the median batch time it had.
 
-    python3 spark_wordcount.py [INTERVAL_MS ...]     (default: 1000 100)
-    python3 spark_wordcount.py --check            (prints records 1-3 of
+    python3 spark_peer.py [wordcount|grep] [INTERVAL_MS ...]
+                                                  (default: both jobs, 1000 100)
+    python3 spark_peer.py --check            (prints records 1-3 of
                                                    batch 1, as the engine's)
 """
 
@@ -37,6 +40,8 @@ SYLLABLES = [
     "ja", "ke", "li", "mo", "nu", "pa", "qi", "re", "si", "tu", "wa", "xe",
     "yo", "ze", "ba", "ce", "di", "fu", "ga", "he",
 ]
+# The engine bench's grep pattern.
+PATTERN = "kaka"
 IN_A_ROW = 30
 # The engine bench skips 3 batches; the JVM compiles its hot code over the
 # first several (a batch of 200 k records took 6.2 s first, 0.8-1 s from
@@ -104,8 +109,9 @@ def pool_df(spark):
     return spark.createDataFrame(list(enumerate(pool())), ["id", "line"])
 
 
-def trial(spark, interval_ms, rate):
-    """Whether `rate` records/s is sustained at `interval_ms`; the median batch."""
+def trial(spark, job, interval_ms, rate):
+    """Whether `rate` records/s of `job` is sustained at `interval_ms`; the
+    median batch."""
     checkpoint = tempfile.mkdtemp(prefix="dstream-spark-")
     try:
         # Each record is a line of the pool picked by a hash of the rate
@@ -120,14 +126,19 @@ def trial(spark, interval_ms, rate):
             .join(F.broadcast(pool_df(spark)), "id")
             .select("line")
         )
-        counts = (
-            lines.select(F.explode(F.split("line", " ")).alias("word"))
-            .where(F.col("word") != "")
-            .groupBy("word")
-            .count()
-        )
+        if job == "wordcount":
+            out = (
+                lines.select(F.explode(F.split("line", " ")).alias("word"))
+                .where(F.col("word") != "")
+                .groupBy("word")
+                .count()
+            )
+            mode = "update"
+        else:
+            out = lines.where(F.col("line").contains(PATTERN))
+            mode = "append"
         query = (
-            counts.writeStream.outputMode("update")
+            out.writeStream.outputMode(mode)
             .format("noop")
             .trigger(processingTime=f"{interval_ms} milliseconds")
             .option("checkpointLocation", checkpoint)
@@ -163,7 +174,7 @@ def trial(spark, interval_ms, rate):
         shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def max_rate(spark, interval_ms, start):
+def max_rate(spark, job, interval_ms, start):
     lo, lo_median, hi, doubling = 0, float("nan"), start, True
     while True:
         if doubling:
@@ -172,9 +183,9 @@ def max_rate(spark, interval_ms, start):
             rate = (lo + hi) // 2
         else:
             return lo, lo_median
-        ok, median = trial(spark, interval_ms, rate)
+        ok, median = trial(spark, job, interval_ms, rate)
         print(
-            f"  spark {interval_ms:>6} ms interval, {rate:>10} rec/s: "
+            f"  spark {job:<9} {interval_ms:>6} ms interval, {rate:>10} rec/s: "
             f"{'sustained' if ok else 'behind'} (median batch {median:.1f} ms)",
             file=sys.stderr,
             flush=True,
@@ -196,13 +207,20 @@ def main():
         for line in partition(pool(), 1, 0, 3):
             print(line)
         return
+    args = sys.argv[1:]
+    jobs = ["wordcount", "grep"]
+    if args and args[0] in jobs:
+        jobs = [args.pop(0)]
     try:
-        intervals = [int(a) for a in sys.argv[1:]] or [1000, 100]
+        intervals = [int(a) for a in args] or [1000, 100]
     except ValueError:
-        sys.exit(f"usage: {sys.argv[0]} [INTERVAL_MS ...] | --check (intervals in whole milliseconds)")
+        sys.exit(
+            f"usage: {sys.argv[0]} [wordcount|grep] [INTERVAL_MS ...] | --check"
+            " (intervals in whole milliseconds)"
+        )
     spark = (
         SparkSession.builder.master("local[2]")
-        .appName("dstream-peer-wordcount")
+        .appName("dstream-peer")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
@@ -211,9 +229,12 @@ def main():
     )
     spark.sparkContext.setLogLevel("ERROR")
     rows = []
-    for interval_ms in intervals:
-        rate, median = max_rate(spark, interval_ms, 10_000)
-        rows.append({"interval_ms": interval_ms, "rate": rate, "median_ms": median})
+    for job in jobs:
+        for interval_ms in intervals:
+            rate, median = max_rate(spark, job, interval_ms, 10_000)
+            rows.append(
+                {"job": job, "interval_ms": interval_ms, "rate": rate, "median_ms": median}
+            )
     version = spark.version
     spark.stop()
     print(f"spark {version}")
