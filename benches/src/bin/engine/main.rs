@@ -410,15 +410,15 @@ fn main() {
     println!();
     let peer_columns = if cfg!(feature = "timely") {
         format!(
-            " timely, {} workers (rec/s, median batch) | engine/timely |",
-            threads()
+            " timely, {} (rec/s, median batch) | engine/timely |",
+            count(threads(), "worker")
         )
     } else {
         String::new()
     };
     println!(
-        "| job | interval | hand loop, 1 thread (rec/s) | engine, {} threads (rec/s, median batch) | engine/hand |{peer_columns}",
-        threads()
+        "| job | interval | hand loop, 1 thread (rec/s) | engine, {} (rec/s, median batch) | engine/hand |{peer_columns}",
+        count(threads(), "thread")
     );
     println!(
         "|---|---|---|---|---|{}",
@@ -431,6 +431,11 @@ fn main() {
     for r in rows {
         println!("| {} |", r.join(" | "));
     }
+}
+
+/// `n` `thing`s, in English.
+fn count(n: usize, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
 }
 
 fn ms(d: Duration) -> f64 {
