@@ -376,9 +376,10 @@ fn main() {
         let (hand_rate, _) = hand(hand_batches, 1_000_000, Duration::from_secs(1), 2);
         eprintln!("  hand-written loop, 1 thread: {hand_rate:.0} rec/s");
         let start = (hand_rate as u64 / 4).max(10_000);
+        // Once per job (a peer checks its output when made).
+        let peers = peers(i);
+        let engine = |interval_ms, rate| bench.sustained(&job, interval_ms, rate);
         for &interval_ms in &intervals {
-            let engine = |interval_ms, rate| bench.sustained(&job, interval_ms, rate);
-            let peers = peers(i);
             let contenders: Vec<(&str, Trial<'_>)> =
                 std::iter::once(("dstream engine", &engine as Trial<'_>))
                     .chain(

@@ -106,7 +106,7 @@ pub(crate) fn check(job: Job) {
     for b in 1..=batches {
         for p in 0..parts {
             for (_, line) in pool.partition(b, p, parts, interval).iter() {
-                for w in line.split(|c| *c == b' ').filter(|w| !w.is_empty()) {
+                for w in dstream_benches::words(line) {
                     *totals.entry(w.to_vec()).or_default() += 1;
                 }
                 kept += u64::from(finder.find(line).is_some());
