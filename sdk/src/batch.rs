@@ -150,9 +150,14 @@ impl<'a> Records<'a> {
 
     /// The records in order, as (key, value).
     #[inline]
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
         let this = *self;
         (0..self.len()).map(move |i| this.get(i))
+    }
+
+    /// The data buffer and the offsets, as given to [`Records::new`].
+    pub(crate) fn raw_parts(&self) -> (&'a [u8], &'a [u32]) {
+        (self.data, self.bounds)
     }
 
     /// Size of all keys and values in bytes.

@@ -49,6 +49,31 @@ pub use dstream_macros::flat_map;
 /// A filter operator: keeps the records for which it returns `true`.
 ///
 /// Arguments as for [`map`]; returns `bool` or `Result<bool, E>`.
+///
+/// Or over the whole partition: `fn(records: Records<'_>)` (plus
+/// optionally `&P`) returning the indices of the records it keeps,
+/// ascending, as `Vec<u32>`, `impl Iterator<Item = u32>` or
+/// `impl IntoIterator<Item = u32>` (optionally in a `Result`). For filters
+/// that search the partition's bytes in one pass, such as
+/// [`text::values_containing`]:
+///
+/// ```
+/// use dstream_sdk as dstream;
+/// use dstream::{Batch, Kind, Records, text::{Finder, values_containing}};
+///
+/// /// Keeps the lines that contain "ERROR".
+/// #[dstream::filter]
+/// fn errors(lines: Records<'_>) -> Vec<u32> {
+///     values_containing(lines, &Finder::new(b"ERROR")).collect()
+/// }
+///
+/// dstream::plugin!(errors);
+/// # fn main() {
+/// let lines = Batch::from_values(["ok", "ERROR: disk", "ERR"]);
+/// let kept = PLUGIN.call(Kind::Filter, "errors", &[], &lines).unwrap();
+/// assert_eq!(kept.len(), 1);
+/// # }
+/// ```
 pub use dstream_macros::filter;
 
 /// A reduce operator: `fn(a: V, b: V) -> V`, associative and commutative,

@@ -85,6 +85,32 @@ pub fn at<T, E: Display>(r: Result<T, E>, i: usize) -> Result<T, OpError> {
     r.map_err(|e| OpError::at(i, e))
 }
 
+/// Appends the indices a filter over a partition of `n` records returned,
+/// checking that they ascend and are in range.
+pub fn keep(
+    n: usize,
+    kept: impl IntoIterator<Item = u32>,
+    out: &mut Vec<u32>,
+) -> Result<(), OpError> {
+    let first = out.len();
+    for i in kept {
+        if i as usize >= n {
+            return Err(OpError::new(format!(
+                "the filter kept record {i}, but the partition has {n} records"
+            )));
+        }
+        if let Some(&prev) = out[first..].last()
+            && prev >= i
+        {
+            return Err(OpError::new(format!(
+                "the filter kept record {i} after record {prev}: indices must ascend"
+            )));
+        }
+        out.push(i);
+    }
+    Ok(())
+}
+
 /// Parses the parameters of one call.
 #[inline]
 pub fn params<P: Params>(raw: &RawParams<'_>) -> Result<P, OpError> {

@@ -5,7 +5,12 @@
 //! costs more than natively. [`words`] classifies 16 bytes at a time (Wasm
 //! `simd128` in the sandbox, SSE2 natively, plain code elsewhere) and walks
 //! the resulting bit masks: a few iterations per word instead of one per
-//! byte. The output is the same everywhere.
+//! byte. The output is the same everywhere. [`Finder`] and
+//! [`values_containing`] search for a substring (see `find.rs` for how).
+
+mod find;
+
+pub use find::{Finder, ValuesContaining, values_containing};
 
 /// The words of `s`: its runs of characters other than ASCII whitespace,
 /// exactly as [`str::split_ascii_whitespace`] gives them, found 16 bytes at a

@@ -402,6 +402,72 @@ fn grep_keeps_exactly_the_lines_containing_the_pattern() {
     }
 }
 
+/// The sandbox's own substring search (`dstream::text::Finder`, simd128
+/// blocks of 64 and 16 starts, then one by one) over bytes from a tiny
+/// alphabet, so that partial matches are everywhere: values of every length
+/// from empty to larger than a piece, matches at their starts and ends, in
+/// keys, and across two records. Checked against a plain scan of each value.
+#[test]
+fn grep_finds_the_pattern_wherever_it_lies() {
+    let rt = runtime();
+    let grep = load(&rt, "grep", dstream_artifacts::GREP);
+    let mut rng = Rng::new(5);
+    let text = |len: u64, rng: &mut Rng| -> Vec<u8> {
+        let mut v: Vec<u8> = (0..len).map(|_| b"nedl "[rng.below(5) as usize]).collect();
+        if len >= 6 && rng.below(3) == 0 {
+            let at = match rng.below(3) {
+                0 => 0,
+                1 => len - 6,
+                _ => rng.below(len - 5),
+            } as usize;
+            v[at..at + 6].copy_from_slice(b"needle");
+        }
+        v
+    };
+    let mut input = Batch::new();
+    let mut values = Vec::new();
+    for i in 0..3000u64 {
+        let key = if rng.below(4) == 0 {
+            text(rng.below(12), &mut rng)
+        } else {
+            Vec::new()
+        };
+        let len = match i {
+            0..=299 => i,
+            _ if rng.below(50) == 0 => 2 * dstream_wasm::PIECE_BYTES as u64 / 3,
+            _ => rng.below(300),
+        };
+        let value = text(len, &mut rng);
+        input.push(&key, &value);
+        values.push(value);
+    }
+    assert!(input.byte_len() > 4 * dstream_wasm::PIECE_BYTES);
+    let long = "needle ".repeat(12);
+    for pattern in [
+        "needle",
+        "ne",
+        "d",
+        "e n",
+        "dle n",
+        "needle needle",
+        long.trim_end(),
+    ] {
+        let params = [("pattern".to_string(), pattern.to_string())];
+        let kept = grep.filter("grep", &params, &input).unwrap();
+        let expected: Batch = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.windows(pattern.len()).any(|w| w == pattern.as_bytes()))
+            .map(|(i, _)| input.get(i))
+            .collect();
+        assert!(
+            !expected.is_empty() || pattern.len() > 20,
+            "{pattern:?} never occurs"
+        );
+        assert_eq!(kept, expected, "pattern {pattern:?}");
+    }
+}
+
 #[test]
 fn topk_keeps_the_top_k_per_group_across_intervals() {
     let rt = runtime();

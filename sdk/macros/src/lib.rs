@@ -57,7 +57,9 @@ impl Kind {
         match self {
             Kind::Map => "fn(value: V) -> R or fn(key: K, value: V) -> R",
             Kind::FlatMap => "fn(value: V) -> Vec<R> or fn(key: K, value: V) -> Vec<R>",
-            Kind::Filter => "fn(value: V) -> bool or fn(key: K, value: V) -> bool",
+            Kind::Filter => {
+                "fn(value: V) -> bool, fn(key: K, value: V) -> bool or fn(records: Records<'_>) -> Vec<u32>"
+            }
             Kind::Reduce => "fn(a: V, b: V) -> V",
             Kind::Inverse => "fn(current: V, leaving: V) -> V",
             Kind::UpdateState => "fn(key: K, values: Vec<V>, state: Option<S>) -> Option<S>",
@@ -325,6 +327,12 @@ fn owned(ty: &Type) -> bool {
     }
 }
 
+/// True for `Records<'_>` (by its last path segment): the partition form of
+/// a filter.
+fn is_records(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Records"))
+}
+
 /// `T` when `ty` is `&T` and `T` is not `str` or `[u8]`: the params argument.
 fn params_type(ty: &Type) -> Option<&Type> {
     let Type::Reference(r) = ty else { return None };
@@ -521,6 +529,34 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
     // never).
     let mut stage: Option<TokenStream2> = None;
     let (input_enc, output_enc, runner) = match kind {
+        // A filter over the whole partition: `fn(records: Records<'_>) ->
+        // indices`, for operators that search the partition's bytes in one
+        // pass (see `dstream::text::values_containing`).
+        Kind::Filter if data.len() == 1 && is_records(data[0]) => {
+            let kept =
+                item_of(ret).filter(|t| matches!(t, Type::Path(p) if p.path.is_ident("u32")));
+            if kept.is_none() {
+                return Err(Error::new_spanned(
+                    ret,
+                    "#[dstream::filter] over a partition returns the indices of the records it keeps, ascending: Vec<u32>, impl Iterator<Item = u32> or impl IntoIterator<Item = u32> (optionally in a Result)",
+                ));
+            }
+            let call = quote!(super::#name(__input #pass_params));
+            let r = if fallible {
+                quote!(#call.map_err(#sdk::OpError::new)?)
+            } else {
+                call
+            };
+            let bytes = (quote!(#sdk::Encoding::Bytes), quote!(#sdk::Encoding::Bytes));
+            let body = quote! {
+                fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __keep: &mut ::std::vec::Vec<u32>) -> ::core::result::Result<(), #sdk::OpError> {
+                    #get_params
+                    #sdk::__private::keep(__input.len(), #r, __keep)
+                }
+                #sdk::Runner::Select(__run)
+            };
+            (bytes.clone(), bytes, body)
+        }
         Kind::Map | Kind::FlatMap | Kind::Filter => {
             let (kt, vt) = if data.len() == 2 {
                 (Some(data[0]), data[1])
