@@ -167,12 +167,30 @@ pub fn records(batch: &Batch) -> Records<'_> {
 }
 
 /// Hand-written grep: the records of `input` whose value contains what
-/// `finder` looks for.
+/// `finder` looks for, found as grep tools do: one search over the
+/// partition's bytes, each match mapped to its record (a match in a key or
+/// across two records does not count).
 pub fn grep_by_hand(finder: &Finder<'_>, input: &Batch) -> Batch {
+    let (data, bounds) = (input.data(), input.bounds());
+    let len = finder.needle().len();
     let mut out = Batch::new();
-    for (k, v) in input.iter() {
-        if finder.find(v).is_some() {
+    let (mut at, mut i) = (0, 0);
+    while i < input.len() {
+        let Some(found) = finder.find(&data[at..]) else {
+            break;
+        };
+        let found = at + found;
+        while bounds[2 * i + 2] as usize <= found {
+            i += 1;
+        }
+        let (value, end) = (bounds[2 * i + 1] as usize, bounds[2 * i + 2] as usize);
+        if found >= value && found + len <= end {
+            let (k, v) = input.get(i);
             out.push(k, v);
+            i += 1;
+            at = end;
+        } else {
+            at = found + 1;
         }
     }
     out
@@ -417,6 +435,11 @@ mod tests {
             ("k", "needles and pins"),
             ("", ""),
             ("", "a needle\tin\ta haystack needle"),
+            // In a key only; across a value and the next key; at the end.
+            ("needle", "hay"),
+            ("", "a nee"),
+            ("dle", "x"),
+            ("", "ends with needle"),
         ]
         .into_iter()
         .collect();

@@ -10,7 +10,8 @@
 //!   partition in an FxHash map of borrowed words, and exchanges one
 //!   (word, count) per distinct word by the word's hash to the worker that
 //!   keeps the running totals of those words;
-//! - Grep keeps the lines containing the pattern (memchr's `Finder`, as the
+//! - Grep keeps the lines containing the pattern (memchr's `Finder` over each
+//!   partition's bytes, `dstream_benches::grep_by_hand`, as the
 //!   guest uses) and hands them on.
 //!
 //! One timestamp per batch. A batch's time runs from its input until the
@@ -212,11 +213,8 @@ fn run(job: Job, interval: Duration, rate: u64, go_on: GoOn) -> Vec<Outcome> {
                                     let mut out: Vec<Vec<u8>> = Vec::new();
                                     for b in data.flat_map(|d| d.iter()) {
                                         let part = pool.partition(*b, index, parts, interval);
-                                        out.extend(
-                                            part.iter()
-                                                .filter(|(_, line)| finder.find(line).is_some())
-                                                .map(|(_, line)| line.to_vec()),
-                                        );
+                                        let kept = dstream_benches::grep_by_hand(&finder, &part);
+                                        out.extend(kept.iter().map(|(_, line)| line.to_vec()));
                                     }
                                     kept.set(kept.get() + out.len() as u64);
                                     output.session(&cap).give_container(&mut out);
