@@ -547,7 +547,9 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
             } else {
                 call
             };
-            let bytes = (quote!(#sdk::Encoding::Bytes), quote!(#sdk::Encoding::Bytes));
+            // Declared like `fn(value: &[u8]) -> bool`: values read as
+            // bytes, keys passed through (so tools feed it unkeyed lines).
+            let bytes = (quote!(#sdk::Encoding::None), quote!(#sdk::Encoding::Bytes));
             let body = quote! {
                 fn __run(__input: #sdk::Records<'_>, __raw: &#sdk::RawParams<'_>, __keep: &mut ::std::vec::Vec<u32>) -> ::core::result::Result<(), #sdk::OpError> {
                     #get_params
