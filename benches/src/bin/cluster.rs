@@ -147,7 +147,15 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Running WordCount on a coordinator and workers over QUIC (loopback):
+/// 1 worker against 2 workers. DSTREAM_BENCH_RATE sets the records per
+/// second (default 400000), DSTREAM_BENCH_BATCHES the batches per trial
+/// (default 8).
+#[derive(clap::Parser)]
+struct Args {}
+
 fn main() {
+    let Args {} = clap::Parser::parse();
     let rate = env("DSTREAM_BENCH_RATE", 400_000);
     let batches = env("DSTREAM_BENCH_BATCHES", 8).max(3);
     let certs = std::env::temp_dir().join(format!("dstream-bench-cluster-{}", std::process::id()));

@@ -290,7 +290,14 @@ fn succeed(cmd: &mut Command, what: &str) {
     );
 }
 
+/// Batch times around a worker killed with SIGKILL (several checkpoint
+/// intervals) and with one worker slowed 10x, on a real cluster of
+/// `dstream` processes.
+#[derive(clap::Parser)]
+struct Args {}
+
 fn main() {
+    let Args {} = clap::Parser::parse();
     let dir = std::env::temp_dir().join(format!("dstream-bench-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     succeed(

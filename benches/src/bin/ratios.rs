@@ -121,25 +121,27 @@ fn verdict(ratio: f64, target: f64) -> &'static str {
     if ratio >= target { "meets" } else { "BELOW" }
 }
 
+/// Wasm/native and Wasm/hand-written throughput ratios of grep and the
+/// wordcount map side over 1M records of 100 bytes (see benches/README.md).
+#[derive(clap::Parser)]
+struct Args {
+    /// Rounds: every variant runs once per round, and the table gives the
+    /// median round.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Run one variant only, RUNS times (for `perf`); the `-2` variants run
+    /// on two threads at once, each over half the partitions.
+    #[arg(long, value_name = "VARIANT", value_parser = [
+        "grep-wasm", "grep-native", "grep-hand", "wordcount-wasm", "wordcount-native",
+        "wordcount-hand", "grep-empty", "wordcount-empty", "wordcount-wasm-2",
+        "wordcount-native-2", "grep-wasm-2",
+    ])]
+    only: Option<String>,
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut runs = 7;
-    let mut only: Option<String> = None;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--runs" => {
-                runs = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| *n > 0)
-                    .expect("--runs takes a positive number")
-            }
-            "--only" => only = Some(args.next().expect("--only takes a variant")),
-            other => {
-                panic!("unknown argument {other:?} (usage: ratios [--runs N] [--only VARIANT])")
-            }
-        }
-    }
+    let Args { runs, only } = clap::Parser::parse();
+    let runs = runs as usize;
     if let Some(variant) = only {
         return profile(&variant, runs);
     }

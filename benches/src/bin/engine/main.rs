@@ -339,8 +339,24 @@ fn raw(runtime: &Runtime) {
     }
 }
 
+/// The embedded engine's throughput: the highest generator rate it sustains
+/// (30 batches in a row within the interval) for a running WordCount and a
+/// Grep, against a hand-written loop (and timely dataflow, built with
+/// `--features timely`).
+#[derive(clap::Parser)]
+#[command(after_help = "Environment: DSTREAM_BENCH_ONLY=grep|wordcount, \
+DSTREAM_BENCH_INTERVALS=100,1000 (ms), DSTREAM_BENCH_STAGES=1 (stage times), \
+DSTREAM_BENCH_THREADS=N (default 2), DSTREAM_BENCH_PARTITIONS=P (default: one per thread), \
+DSTREAM_BENCH_RAW=1 (the Wasm split+sum alone, no engine). See benches/src/bin/engine/main.rs.")]
+struct Args {
+    /// A short run: the hand-written loop over 3 batches instead of 10,
+    /// and only the 100 ms interval (unless DSTREAM_BENCH_INTERVALS is set).
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let Args { quick } = clap::Parser::parse();
     if std::env::var_os("DSTREAM_BENCH_RAW").is_some() {
         raw(&Runtime::new(Limits::default()).expect("runtime"));
         return;
