@@ -4,10 +4,11 @@
 //! sandbox, memchr's `simd128` searcher compiles under Cranelift to a loop
 //! that reloads its vectors and counters from the stack on every 16 bytes
 //! (one big function with many paths); [`Finder`] runs its own small loop
-//! there instead: memchr's choice of the needle's two rarest bytes, checked
-//! 64 starting positions per iteration (four `simd128` compares of each), so
-//! that the loop's values stay in registers and the deadline check on its
-//! back-edge is paid once per 64 bytes.
+//! there instead: three bytes of the needle (memchr's pick of its two
+//! rarest, and its first or last byte) compared at 64 starting positions
+//! per iteration, out of line so that the loop's values stay in registers,
+//! and with the deadline check on its back-edge paid once per 64 bytes.
+//! A block with a candidate leaves the loop to compare the whole needle.
 
 use crate::Records;
 
@@ -283,10 +284,9 @@ mod simd {
         assert!(last < hay.len() && at.iter().all(|&i| i < hay.len() - last));
         let q = at.map(|i| hay.as_ptr().wrapping_add(i));
         while p + 63 <= last {
-            // SAFETY: in bounds (above). One pointer per needle byte and the
-            // block's offsets as constants: LLVM puts those in the loads'
-            // offset fields, so Cranelift computes three addresses per
-            // iteration instead of twelve.
+            // SAFETY: in bounds (above). (LLVM does not fold the constant
+            // offsets into the loads' offset fields here: in the jitdump
+            // each of the 12 loads has its own 32-bit address `lea`.)
             let r = q.map(|q| unsafe { q.add(p) });
             let m = |j: usize| unsafe {
                 let eq = |k: usize| u8x16_eq(v128_load(r[k].add(16 * j).cast()), v[k]);
