@@ -55,7 +55,10 @@ pub use dstream_macros::flat_map;
 /// ascending, as `Vec<u32>`, `impl Iterator<Item = u32>` or
 /// `impl IntoIterator<Item = u32>` (optionally in a `Result`). For filters
 /// that search the partition's bytes in one pass, such as
-/// [`text::values_containing`]:
+/// [`text::values_containing`]. Whether a record is kept must still depend
+/// on that record alone: the host may hand a partition over in pieces (of
+/// 256 KiB), one call each, so this form is for speed, not for decisions
+/// across records (a [`transform`] sees its whole input).
 ///
 /// ```
 /// use dstream_sdk as dstream;
