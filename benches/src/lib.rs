@@ -167,13 +167,23 @@ pub fn records(batch: &Batch) -> Records<'_> {
 }
 
 /// Hand-written grep: the records of `input` whose value contains what
-/// `finder` looks for, found as grep tools do: one search over the
-/// partition's bytes, each match mapped to its record (a match in a key or
-/// across two records does not count).
+/// `finder` looks for (see [`grep_each`]), copied to a batch.
 pub fn grep_by_hand(finder: &Finder<'_>, input: &Batch) -> Batch {
+    let mut out = Batch::new();
+    grep_each(finder, input, |i| {
+        let (k, v) = input.get(i);
+        out.push(k, v);
+    });
+    out
+}
+
+/// Calls `kept` with the index of each record of `input` whose value
+/// contains what `finder` looks for, in order, found as grep tools do: one
+/// search over the partition's bytes, each match mapped to its record (a
+/// match in a key or across two records does not count).
+pub fn grep_each(finder: &Finder<'_>, input: &Batch, mut kept: impl FnMut(usize)) {
     let (data, bounds) = (input.data(), input.bounds());
     let len = finder.needle().len();
-    let mut out = Batch::new();
     let (mut at, mut i) = (0, 0);
     while i < input.len() {
         let Some(found) = finder.find(&data[at..]) else {
@@ -185,15 +195,13 @@ pub fn grep_by_hand(finder: &Finder<'_>, input: &Batch) -> Batch {
         }
         let (value, end) = (bounds[2 * i + 1] as usize, bounds[2 * i + 2] as usize);
         if found >= value && found + len <= end {
-            let (k, v) = input.get(i);
-            out.push(k, v);
+            kept(i);
             i += 1;
             at = end;
         } else {
             at = found + 1;
         }
     }
-    out
 }
 
 /// The words of a line: runs of non-ASCII-whitespace bytes (what

@@ -148,8 +148,7 @@ impl Iterator for ValuesContaining<'_> {
         while self.next < self.n {
             let found = self.at + self.finder.find(self.data.get(self.at..self.end)?)?;
             let i = self.record_at(found);
-            let (value, value_end) = (self.bounds[2 * i + 1] as usize, self.bounds[2 * i + 2]);
-            let value_end = value_end as usize;
+            let (value, value_end) = (self.bounds[2 * i + 1] as usize, self.end_of(i));
             if found >= value && found + len <= value_end {
                 self.next = i + 1;
                 self.at = match self.bounds.get(2 * i + 3) {

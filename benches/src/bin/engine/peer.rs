@@ -11,7 +11,7 @@
 //!   (word, count) per distinct word by the word's hash to the worker that
 //!   keeps the running totals of those words;
 //! - Grep keeps the lines containing the pattern (memchr's `Finder` over each
-//!   partition's bytes, `dstream_benches::grep_by_hand`, as the
+//!   partition's bytes, `dstream_benches::grep_each`, as the
 //!   guest uses) and hands them on.
 //!
 //! One timestamp per batch. A batch's time runs from its input until the
@@ -213,8 +213,9 @@ fn run(job: Job, interval: Duration, rate: u64, go_on: GoOn) -> Vec<Outcome> {
                                     let mut out: Vec<Vec<u8>> = Vec::new();
                                     for b in data.flat_map(|d| d.iter()) {
                                         let part = pool.partition(*b, index, parts, interval);
-                                        let kept = dstream_benches::grep_by_hand(&finder, &part);
-                                        out.extend(kept.iter().map(|(_, line)| line.to_vec()));
+                                        dstream_benches::grep_each(&finder, &part, |i| {
+                                            out.push(part.get(i).1.to_vec())
+                                        });
                                     }
                                     kept.set(kept.get() + out.len() as u64);
                                     output.session(&cap).give_container(&mut out);
