@@ -4,11 +4,17 @@
 //! code is compiled by Cranelift rather than LLVM and where some things cost
 //! more than natively:
 //!
+//! - a key of up to 16 bytes is held in the table itself, as two integers
+//!   and its length, so finding it is one probe of one entry: no second,
+//!   dependent load of a key or a slot, and no call to `memcmp` (a byte
+//!   loop in Wasm);
+//! - when the key lies inside a buffer the table is told about (the
+//!   partition it came from), its two integers are read with two 8-byte
+//!   loads and masked to its length, with no branch on the length: with
+//!   words of mixed lengths such branches are guessed wrong often, and a
+//!   wrong guess also stops the next words' probes from starting early;
 //! - the hash uses 64-bit wrapping multiplies only (foldhash's 64x64->128
 //!   product is four multiplies on wasm32);
-//! - keys of up to 8 bytes are compared as one integer kept next to their
-//!   value, and longer ones with a few loads, never with a call to `memcmp`
-//!   (a byte loop in Wasm);
 //! - the probe loop is plain inlined code (hashbrown calls its key
 //!   comparison through a `dyn FnMut` in every probe, a call in Wasm).
 //!
@@ -40,26 +46,26 @@ fn read4(b: &[u8], at: usize) -> u64 {
     ))
 }
 
-/// murmur3's 64-bit finaliser: every input bit reaches every output bit, so
-/// both the low bits (the bucket) and the high bits (the tag) vary.
+/// The low `n` bytes of `x` (`n` in 0..=8), the others zero. Two shifts
+/// rather than one, so that `n` = 0 and `n` = 8 need no branch.
 #[inline(always)]
-fn fmix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(K2);
-    x ^= x >> 33;
-    x = x.wrapping_mul(K3);
-    x ^ (x >> 33)
+fn low(x: u64, n: usize) -> u64 {
+    x & !((u64::MAX << (4 * n)) << (4 * n))
 }
 
-/// The first `min(len, 8)` bytes of `k` as a little-endian integer, zero
-/// above: with the length, the whole of a key of up to 8 bytes. Read with at
-/// most two (overlapping) loads.
+/// `x` shifted down by `n` bytes (`n` in 0..=8), zero for 8.
 #[inline(always)]
-fn head(k: &[u8]) -> u64 {
+fn down(x: u64, n: usize) -> u64 {
+    (x >> (4 * n)) >> (4 * n)
+}
+
+/// The first `min(len, 8)` bytes of a key of fewer than 8 bytes as a
+/// little-endian integer, zero above. Read with at most two (overlapping)
+/// loads.
+#[inline(always)]
+fn short(k: &[u8]) -> u64 {
     let n = k.len();
-    if n >= 8 {
-        read8(k, 0)
-    } else if n >= 4 {
+    if n >= 4 {
         read4(k, 0) | (read4(k, n - 4) << (8 * (n - 4)))
     } else if n > 0 {
         // First, middle and last byte: all of them.
@@ -71,36 +77,52 @@ fn head(k: &[u8]) -> u64 {
     }
 }
 
-/// The hash of key `k` whose [`head`] is `h`.
+/// The first 16 bytes of `k` as two little-endian integers, zero past its
+/// end: with its length, the whole of a key of up to 16 bytes.
 #[inline(always)]
-fn hash(k: &[u8], h: u64) -> u64 {
+fn parts(k: &[u8]) -> (u64, u64) {
     let n = k.len();
-    let x = if n <= 8 {
-        h
-    } else if n <= 16 {
-        h ^ read8(k, n - 8).wrapping_mul(K1).rotate_left(32)
+    if n >= 16 {
+        (read8(k, 0), read8(k, 8))
+    } else if n >= 8 {
+        // Bytes n-8..n, shifted so that byte 8 comes lowest.
+        (read8(k, 0), down(read8(k, n - 8), 16 - n))
     } else {
-        let mut x = h;
-        let mut at = 8;
-        while at + 8 < n {
-            x = (x ^ read8(k, at)).wrapping_mul(K1).rotate_left(29);
-            at += 8;
-        }
-        x ^ read8(k, n - 8).wrapping_mul(K2)
-    };
-    fmix(x ^ SEED ^ (n as u64).wrapping_mul(K1))
+        (short(k), 0)
+    }
 }
 
-/// Whether two keys of one length `n > 8`, with equal heads, are equal: the
-/// bytes after the head, with at most one more load each up to 16 bytes.
+/// [`parts`] of `buf[at..at + n]`, where `buf` has 16 bytes from `at`:
+/// two loads and two masks, whatever `n`.
 #[inline(always)]
-fn same_tail(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n <= 16 {
-        read8(a, n - 8) == read8(b, n - 8)
-    } else {
-        a[8..] == b[8..]
+fn parts_at(buf: &[u8], at: usize, n: usize) -> (u64, u64) {
+    let a = read8(buf, at);
+    let b = read8(buf, at + 8);
+    (low(a, n.min(8)), low(b, n.saturating_sub(8).min(8)))
+}
+
+/// The hash of a key of `n` bytes whose [`parts`] are `(k1, k2)`; `k` is
+/// the key itself, read only past its first 16 bytes.
+#[inline(always)]
+fn hash(k1: u64, k2: u64, n: usize, k: &[u8]) -> u64 {
+    let mut x = (k1 ^ SEED).wrapping_mul(K1) ^ (k2 ^ n as u64).wrapping_mul(K2).rotate_left(32);
+    if n > 16 {
+        x = long(x, k);
     }
+    (x ^ (x >> 29)).wrapping_mul(K3)
+}
+
+/// Folds the bytes of a key past its first 16 into `x` (out of line: most
+/// keys are short).
+#[inline(never)]
+fn long(mut x: u64, k: &[u8]) -> u64 {
+    let n = k.len();
+    let mut at = 16;
+    while at + 8 < n {
+        x = (x ^ read8(k, at)).wrapping_mul(K1).rotate_left(29);
+        at += 8;
+    }
+    (x ^ read8(k, n - 8)).wrapping_mul(K2)
 }
 
 /// Where the keys of a [`Keys`] live.
@@ -154,38 +176,63 @@ impl Store<'_> for Arena {
     }
 }
 
-/// One distinct key: its head and length (the whole key when it is 8 bytes
-/// or less), and what the caller keeps for it, side by side so that finding
-/// and updating a short key touches one slot.
+/// The length of an empty [`Slot`]: no key has it (a batch holds less
+/// than 4 GiB).
+const EMPTY: u32 = u32::MAX;
+
+/// One entry of the table: a key's [`parts`], its length, its number and
+/// what is kept for it, side by side so that finding and updating a key
+/// touches one place. A key of up to 16 bytes is all there; a longer one is
+/// compared with the store when its first 16 bytes and length match.
 #[derive(Debug)]
 struct Slot<T> {
-    head: u64,
+    k1: u64,
+    k2: u64,
     len: u32,
-    data: T,
+    num: u32,
+    /// `None` when the slot is empty (or while a fold has taken it).
+    data: Option<T>,
+}
+
+impl<T> Slot<T> {
+    const VACANT: Self = Self {
+        k1: 0,
+        k2: 0,
+        len: EMPTY,
+        num: 0,
+        data: None,
+    };
+}
+
+fn vacant<T>(n: usize) -> Vec<Slot<T>> {
+    std::iter::repeat_with(|| Slot::VACANT).take(n).collect()
 }
 
 /// Where a key that is not there goes: found while probing for it.
 pub(crate) struct Vacant {
     at: usize,
-    hash: u64,
-    head: u64,
+    k1: u64,
+    k2: u64,
 }
 
-/// Bits of a table entry holding the hash.
-const TAG: u64 = !0xffff_ffff;
+/// A key's place in the table (see [`Keys::find`]), valid until the next
+/// insert.
+pub(crate) type At = usize;
 
 /// Distinct keys numbered in order of first appearance, each with a `T`,
 /// found by hash.
 ///
 /// The table is open addressing with linear probing over a power-of-two
-/// array at most half full. An entry is 0 (empty) or the high 32 bits of its
-/// key's hash above the key's slot number + 1, so that a probe looks at a
-/// slot only when 32 bits of hash match; the low bits of the hash pick the
-/// bucket.
+/// array at most half full, the high bits of the hash picking the first
+/// slot to look at.
 #[derive(Debug)]
 pub(crate) struct Keys<S, T> {
-    table: Vec<u64>,
-    slots: Vec<Slot<T>>,
+    table: Vec<Slot<T>>,
+    /// 64 minus log2 of the table's length: the hash shifted down by it is
+    /// a slot.
+    shift: u32,
+    /// The slot of key number `i`.
+    order: Vec<u32>,
     store: S,
 }
 
@@ -193,9 +240,11 @@ impl<'k, S: Store<'k>, T> Keys<S, T> {
     /// No keys, with room for `n` before the table first grows. It doubles
     /// as keys come: start small when most keys repeat.
     pub(crate) fn with_capacity(n: usize, store: S) -> Self {
+        let size = (2 * n).next_power_of_two().max(16);
         Self {
-            table: vec![0; (2 * n).next_power_of_two().max(16)],
-            slots: Vec::with_capacity(n),
+            table: vacant(size),
+            shift: 64 - size.trailing_zeros(),
+            order: Vec::with_capacity(n),
             store,
         }
     }
@@ -203,7 +252,7 @@ impl<'k, S: Store<'k>, T> Keys<S, T> {
     /// Number of distinct keys.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.order.len()
     }
 
     /// Key number `i`.
@@ -212,42 +261,78 @@ impl<'k, S: Store<'k>, T> Keys<S, T> {
         self.store.key(i)
     }
 
+    /// The number of the key at `at`.
+    #[cfg(test)]
+    fn number(&self, at: At) -> usize {
+        self.table[at].num as usize
+    }
+
     /// What is kept for key number `i`.
     #[inline]
     pub(crate) fn data(&self, i: usize) -> &T {
-        &self.slots[i].data
+        let at = self.order[i] as usize;
+        self.table[at].data.as_ref().expect("a slot holds a value")
     }
 
-    /// What is kept for key number `i`, to change it.
+    /// What is kept for the key at `at`, to change it; `None` only while a
+    /// fold has taken it.
+    #[inline(always)]
+    pub(crate) fn slot_mut(&mut self, at: At) -> &mut Option<T> {
+        &mut self.table[at].data
+    }
+
+    /// What is kept for the key at `at`, to change it.
     #[inline]
-    pub(crate) fn data_mut(&mut self, i: usize) -> &mut T {
-        &mut self.slots[i].data
+    pub(crate) fn data_mut(&mut self, at: At) -> &mut T {
+        self.slot_mut(at).as_mut().expect("a slot holds a value")
     }
 
     /// What is kept for each key, in order of first appearance.
-    pub(crate) fn into_data(self) -> impl Iterator<Item = T> {
-        self.slots.into_iter().map(|s| s.data)
+    pub(crate) fn into_data(mut self) -> impl Iterator<Item = T> {
+        let order = std::mem::take(&mut self.order);
+        order.into_iter().map(move |at| {
+            self.table[at as usize]
+                .data
+                .take()
+                .expect("a slot holds a value")
+        })
     }
 
-    /// The number of `key`, or where to [`Keys::insert`] it.
+    /// Where `key` is, or where to [`Keys::insert`] it.
     #[inline(always)]
-    pub(crate) fn find(&self, key: &[u8]) -> Result<usize, Vacant> {
-        let h = head(key);
-        let hash = hash(key, h);
+    pub(crate) fn find(&self, key: &[u8]) -> Result<At, Vacant> {
+        let (k1, k2) = parts(key);
+        self.probe(k1, k2, key)
+    }
+
+    /// [`Keys::find`] of a key that may lie inside `buf` (the records it
+    /// came from): then its parts are read from `buf` with no branch on its
+    /// length. Anywhere else it is found as by [`Keys::find`].
+    #[inline(always)]
+    pub(crate) fn find_in(&self, buf: &[u8], key: &[u8]) -> Result<At, Vacant> {
+        // Where the key starts in `buf`, if it does (a pointer comparison).
+        let at = (key.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        let (k1, k2) = match buf.len().checked_sub(16) {
+            Some(last) if at <= last => parts_at(buf, at, key.len()),
+            _ => parts(key),
+        };
+        self.probe(k1, k2, key)
+    }
+
+    #[inline(always)]
+    fn probe(&self, k1: u64, k2: u64, key: &[u8]) -> Result<At, Vacant> {
         let n = key.len();
+        let h = hash(k1, k2, n, key);
         let mask = self.table.len() - 1;
-        let mut at = hash as usize & mask;
+        let mut at = (h >> self.shift) as usize;
         loop {
-            let e = self.table[at];
-            if e == 0 {
-                return Err(Vacant { at, hash, head: h });
-            }
-            if e & TAG == hash & TAG {
-                let i = (e as u32 - 1) as usize;
-                let s = &self.slots[i];
-                if s.head == h && s.len as usize == n && (n <= 8 || same_tail(self.key(i), key)) {
-                    return Ok(i);
+            let e = &self.table[at];
+            if (e.k1 ^ k1) | (e.k2 ^ k2) | u64::from(e.len ^ n as u32) == 0 {
+                if n <= 16 || self.store.key(e.num as usize) == key {
+                    return Ok(at);
                 }
+            } else if e.len == EMPTY {
+                return Err(Vacant { at, k1, k2 });
             }
             at = (at + 1) & mask;
         }
@@ -257,15 +342,17 @@ impl<'k, S: Store<'k>, T> Keys<S, T> {
     /// its number. Out of line: most records find their key.
     #[inline(never)]
     pub(crate) fn insert(&mut self, v: Vacant, key: &'k [u8], data: T) -> usize {
-        let i = self.slots.len();
-        self.table[v.at] = (v.hash & TAG) | (i as u64 + 1);
-        self.slots.push(Slot {
-            head: v.head,
+        let i = self.order.len();
+        self.table[v.at] = Slot {
+            k1: v.k1,
+            k2: v.k2,
             len: key.len() as u32,
-            data,
-        });
+            num: i as u32,
+            data: Some(data),
+        };
+        self.order.push(v.at as u32);
         self.store.push(key);
-        if 2 * self.slots.len() > self.table.len() {
+        if 2 * self.order.len() > self.table.len() {
             self.grow();
         }
         i
@@ -275,42 +362,45 @@ impl<'k, S: Store<'k>, T> Keys<S, T> {
     #[cold]
     #[inline(never)]
     fn grow(&mut self) {
-        let mut table = vec![0u64; 2 * self.table.len()];
-        let mask = table.len() - 1;
-        for (i, s) in self.slots.iter().enumerate() {
-            let hash = hash(self.store.key(i), s.head);
-            let mut at = hash as usize & mask;
-            while table[at] != 0 {
-                at = (at + 1) & mask;
+        let size = 2 * self.table.len();
+        let old = std::mem::replace(&mut self.table, vacant(size));
+        self.shift = 64 - size.trailing_zeros();
+        for e in old.into_iter().filter(|e| e.len != EMPTY) {
+            let h = hash(e.k1, e.k2, e.len as usize, self.store.key(e.num as usize));
+            let mut at = (h >> self.shift) as usize;
+            while self.table[at].len != EMPTY {
+                at = (at + 1) & (size - 1);
             }
-            table[at] = (hash & TAG) | (i as u64 + 1);
+            self.order[e.num as usize] = at as u32;
+            self.table[at] = e;
         }
-        self.table = table;
     }
 }
 
 /// The values of each key folded with a reduce function: the state of a
 /// reduce, fed record by record, then written once. A value is taken out of
 /// its slot while the function runs.
-pub(crate) type Groups<S, V> = Keys<S, Option<V>>;
+pub(crate) type Groups<S, V> = Keys<S, V>;
 
-impl<'k, S: Store<'k>, V> Keys<S, Option<V>> {
-    /// Folds `v` into the group of `key` with `f`.
+impl<'k, S: Store<'k>, V> Keys<S, V> {
+    /// Folds `v` into the group of `key` with `f`; `key` may lie inside
+    /// `buf` (see [`Keys::find_in`]).
     #[inline(always)]
     pub(crate) fn fold<E>(
         &mut self,
+        buf: &[u8],
         key: &'k [u8],
         v: V,
         f: &mut impl FnMut(V, V) -> Result<V, E>,
     ) -> Result<(), E> {
-        match self.find(key) {
+        match self.find_in(buf, key) {
             Ok(s) => {
-                let slot = self.data_mut(s);
+                let slot = self.slot_mut(s);
                 let acc = slot.take().expect("a slot holds a value between steps");
                 *slot = Some(f(acc, v)?);
             }
             Err(vacant) => {
-                self.insert(vacant, key, Some(v));
+                self.insert(vacant, key, v);
             }
         }
         Ok(())
@@ -327,9 +417,10 @@ impl<'k, S: Store<'k>, V> Keys<S, Option<V>> {
         'a: 'k,
         V: Decode<'a>,
     {
+        let buf = input.raw_parts().0;
         for (i, (k, v)) in input.iter().enumerate() {
             let v = crate::__private::decode(v, i, "value")?;
-            self.fold(k, v, f).map_err(|e| OpError::at(i, e))?;
+            self.fold(buf, k, v, f).map_err(|e| OpError::at(i, e))?;
         }
         Ok(())
     }
@@ -340,8 +431,7 @@ impl<'k, S: Store<'k>, V> Keys<S, Option<V>> {
         V: Encode,
     {
         for i in 0..self.len() {
-            let v = self.data(i).as_ref().expect("a slot holds a value");
-            out.push_encoded(self.key(i), v);
+            out.push_encoded(self.key(i), self.data(i));
         }
     }
 }
@@ -365,13 +455,33 @@ mod tests {
         keys
     }
 
+    /// The first 16 bytes of `k`, zero past its end, as two integers.
+    fn first16(k: &[u8]) -> (u64, u64) {
+        let mut first = [0u8; 16];
+        let n = k.len().min(16);
+        first[..n].copy_from_slice(&k[..n]);
+        (read8(&first, 0), read8(&first, 8))
+    }
+
     #[test]
-    fn heads_are_the_first_bytes() {
+    fn parts_are_the_first_16_bytes_wherever_they_are_read() {
         for k in keys() {
-            let mut first = [0u8; 8];
-            let n = k.len().min(8);
-            first[..n].copy_from_slice(&k[..n]);
-            assert_eq!(head(&k), u64::from_le_bytes(first), "{k:?}");
+            assert_eq!(parts(&k), first16(&k), "{k:?}");
+            // Inside a buffer of other bytes, at several offsets, and with
+            // the buffer ending right after the 16 bytes read or later.
+            for at in [0, 1, 7, 8, 13] {
+                let mut buf = vec![0xa5u8; at + k.len().max(16) + 3];
+                buf[at..at + k.len()].copy_from_slice(&k);
+                let inside = &buf[at..at + k.len()];
+                assert_eq!(parts_at(&buf, at, k.len()), first16(&k), "{k:?} at {at}");
+                let keys: Keys<Vec<&[u8]>, ()> = Keys::with_capacity(1, Vec::new());
+                // Same hash and same entry whichever way the parts were read.
+                let (a, b) = (keys.find_in(&buf, inside), keys.find(&k));
+                let (Err(a), Err(b)) = (a, b) else {
+                    panic!("found in an empty table")
+                };
+                assert_eq!((a.at, a.k1, a.k2), (b.at, b.k1, b.k2), "{k:?} at {at}");
+            }
         }
     }
 
@@ -397,8 +507,14 @@ mod tests {
             }
         }
         assert_eq!(index.len(), keys.len());
+        // The keys back to back in one buffer, found through it.
+        let buf: Vec<u8> = keys.concat();
+        let mut at = 0;
         for (n, k) in keys.iter().enumerate() {
-            assert_eq!(index.find(k).ok(), Some(n));
+            let number = |r: Result<At, Vacant>| r.ok().map(|at| index.number(at));
+            assert_eq!(number(index.find(k)), Some(n));
+            assert_eq!(number(index.find_in(&buf, &buf[at..at + k.len()])), Some(n));
+            at += k.len();
             assert_eq!((arena.key(n), *arena.data(n)), (&k[..], n));
         }
     }

@@ -166,15 +166,17 @@ where
 }
 
 /// A reduce fed piece by piece: the groups, the function folding them, how
-/// many records it was given, and the error of a failed push.
-struct Combining<V, F> {
+/// many records it was given, the error of a failed push, and the buffer
+/// the keys pushed to it are likely to lie in (see [`Keys::find_in`]).
+struct Combining<'w, V, F> {
     groups: Groups<Arena, V>,
     f: F,
     seen: usize,
     failed: Option<OpError>,
+    within: &'w [u8],
 }
 
-impl<V, E, F> Sink for Combining<V, F>
+impl<V, E, F> Sink for Combining<'_, V, F>
 where
     V: for<'x> Decode<'x> + Encode,
     E: Display,
@@ -186,7 +188,7 @@ where
     }
 }
 
-impl<V, E, F> Combining<V, F>
+impl<V, E, F> Combining<'_, V, F>
 where
     V: for<'x> Decode<'x> + Encode,
     E: Display,
@@ -201,14 +203,14 @@ where
         let Some(v) = V::try_decode(value) else {
             return self.refuse(undecodable::<V>(value, i, "value"));
         };
-        match self.groups.fold(key, v, &mut self.f) {
+        match self.groups.fold(self.within, key, v, &mut self.f) {
             Ok(()) => Ok(()),
             Err(e) => self.refuse(OpError::at(i, e)),
         }
     }
 }
 
-impl<V, F> Combining<V, F> {
+impl<V, F> Combining<'_, V, F> {
     /// Keeps why a record was refused (out of line).
     #[cold]
     #[inline(never)]
@@ -218,7 +220,7 @@ impl<V, F> Combining<V, F> {
     }
 }
 
-impl<V, E, F> Combine for Combining<V, F>
+impl<V, E, F> Combine for Combining<'_, V, F>
 where
     V: for<'x> Decode<'x> + Encode,
     E: Display,
@@ -245,7 +247,7 @@ where
 /// The records a feed writes, folded straight in: what a map or flat-map
 /// fused with the reduce after it (see [`Stage::after`]) writes to, with no
 /// dynamic call per record.
-impl<V, E, F> Out for Combining<V, F>
+impl<V, E, F> Out for Combining<'_, V, F>
 where
     V: for<'x> Decode<'x> + Encode,
     E: Display,
@@ -265,19 +267,28 @@ where
 /// A [`Combine`] folding the values of each key with `f`, for values that own
 /// their data (so they outlive the chunk they came from; keys are copied in
 /// once each). One output record per key, in order of first appearance, as
-/// [`reduce`].
-pub fn combining<V, E, F>(f: F) -> impl Combine + Out
+/// [`reduce`]. Keys pushed to it that lie inside `within` (the input of the
+/// stage feeding it, see [`data_of`]) are read faster; any other key is
+/// grouped all the same.
+pub fn combining<'w, V, E, F>(within: &'w [u8], f: F) -> impl Combine + Out + 'w
 where
-    V: for<'x> Decode<'x> + Encode,
+    V: for<'x> Decode<'x> + Encode + 'w,
     E: Display,
-    F: FnMut(V, V) -> Result<V, E>,
+    F: FnMut(V, V) -> Result<V, E> + 'w,
 {
     Combining {
         groups: Groups::with_capacity(FIRST_KEYS, Arena::default()),
         f,
         seen: 0,
         failed: None,
+        within,
     }
+}
+
+/// The bytes holding the keys and values of `input`.
+#[inline]
+pub fn data_of<'a>(input: &Records<'a>) -> &'a [u8] {
+    input.raw_parts().0
 }
 
 /// What every operator module the attributes make has, as `__Stage`: how it
@@ -414,8 +425,9 @@ where
     }
     let mut groups: Keys<Vec<&'a [u8]>, Group<'a, V>> =
         Keys::with_capacity(state.len() + input.len().min(FIRST_KEYS), Vec::new());
+    let (in_state, in_input) = (state.raw_parts().0, input.raw_parts().0);
     for (i, (k, s)) in state.iter().enumerate() {
-        let Err(vacant) = groups.find(k) else {
+        let Err(vacant) = groups.find_in(in_state, k) else {
             return Err(OpError::new(format!(
                 "state record {i} repeats a key: state holds one record per key"
             )));
@@ -430,7 +442,7 @@ where
     }
     for (i, (k, v)) in input.iter().enumerate() {
         let v: V = decode(v, i, "value")?;
-        match groups.find(k) {
+        match groups.find_in(in_input, k) {
             Ok(g) => groups.data_mut(g).values.push(v),
             Err(vacant) => {
                 let group = Group {
