@@ -56,12 +56,12 @@ impl<'a> Words<'a> {
             let bits = match bytes.get(at..at + 16) {
                 Some(chunk) => ws16(chunk.try_into().expect("16 bytes")),
                 None => {
-                    let rest = bytes.get(at..).unwrap_or_default();
-                    let mut chunk = [b' '; 16];
-                    chunk[..rest.len()].copy_from_slice(rest);
-                    m |= u64::from(ws16(&chunk)) << (16 * i);
+                    let rest = bytes.len().saturating_sub(at);
+                    m |= u64::from(tail_ws(bytes, rest)) << (16 * i);
                     // Past the end: whitespace.
-                    m |= (!0u64).checked_shl(16 * (i as u32 + 1)).unwrap_or(0);
+                    m |= (!0u64)
+                        .checked_shl(16 * i as u32 + rest as u32)
+                        .unwrap_or(0);
                     break;
                 }
             };
@@ -114,6 +114,31 @@ impl<'a> Iterator for Words<'a> {
         };
         // Both ends are at ASCII bytes or the ends of `s`: char boundaries.
         Some(&self.s[start..end])
+    }
+}
+
+/// The whitespace bits of the last `rest` bytes of `bytes` (`rest` < 16),
+/// bit 0 for the first of them, bits `rest..16` clear.
+///
+/// When `bytes` has 16 bytes or more, the last 16 are classified at once
+/// and the mask shifted down; copying the tail into a padded chunk instead
+/// is a `memory.copy` of variable length in Wasm, which wasmtime runs as a
+/// call out of the sandbox (once per record, for records whose length is
+/// not a multiple of 16).
+#[inline(always)]
+fn tail_ws(bytes: &[u8], rest: usize) -> u16 {
+    if rest == 0 {
+        return 0;
+    }
+    match bytes.last_chunk::<16>() {
+        Some(last) => ws16(last) >> (16 - rest),
+        None => {
+            let mut m = 0u16;
+            for (i, b) in bytes[bytes.len() - rest..].iter().enumerate() {
+                m |= u16::from(b.is_ascii_whitespace()) << i;
+            }
+            m
+        }
     }
 }
 
