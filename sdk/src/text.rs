@@ -26,9 +26,11 @@ pub fn words(s: &str) -> Words<'_> {
         s,
         base: 0,
         ws: 0,
-        at: 0,
+        starts: 0,
     };
     w.ws = w.mask(0);
+    // Before the first byte: as if whitespace.
+    w.starts = starts(w.ws, 1);
     w
 }
 
@@ -40,8 +42,17 @@ pub struct Words<'a> {
     base: usize,
     /// Bit i set when byte `base + i` is ASCII whitespace or past the end.
     ws: u64,
-    /// Where the search goes on, inside the window (0..=64).
-    at: u32,
+    /// Bit i set when a word not yet given starts at byte `base + i`.
+    starts: u64,
+}
+
+/// The bits of the bytes that start a word in a window whose whitespace
+/// mask is `ws`, given whether the byte before the window (bit 0 of
+/// `before`) was whitespace: bytes that are not whitespace right after
+/// whitespace.
+#[inline(always)]
+fn starts(ws: u64, before: u64) -> u64 {
+    !ws & ((ws << 1) | before)
 }
 
 impl<'a> Words<'a> {
@@ -74,13 +85,29 @@ impl<'a> Words<'a> {
     #[inline(always)]
     fn advance(&mut self) -> bool {
         self.base += 64;
-        self.at = 0;
         if self.base >= self.s.len() {
             self.ws = !0;
+            self.starts = 0;
             return false;
         }
+        let before = self.ws >> 63;
         self.ws = self.mask(self.base);
+        self.starts = starts(self.ws, before);
         true
+    }
+
+    /// Where the word that starts in the current window ends, when it runs
+    /// past the window (out of line: words are short).
+    #[inline(never)]
+    fn end_after(&mut self) -> usize {
+        loop {
+            if !self.advance() {
+                return self.s.len();
+            }
+            if self.ws != 0 {
+                return self.base + self.ws.trailing_zeros() as usize;
+            }
+        }
     }
 }
 
@@ -89,31 +116,28 @@ impl<'a> Iterator for Words<'a> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<&'a str> {
-        // The start: the first byte at or after `at` that is not whitespace.
-        let start = loop {
-            let word = !self.ws & above(self.at);
-            if word != 0 {
-                break self.base + word.trailing_zeros() as usize;
-            }
+        while self.starts == 0 {
             if !self.advance() {
                 return None;
             }
+        }
+        let i = self.starts.trailing_zeros();
+        self.starts &= self.starts - 1;
+        let start = self.base + i as usize;
+        // The first whitespace bit after the start (bytes past the end of
+        // `s` count as whitespace), or none in this window.
+        let after = self.ws >> i;
+        let end = if after != 0 {
+            start + after.trailing_zeros() as usize
+        } else {
+            self.end_after()
         };
-        self.at = (start - self.base) as u32;
-        // The end: the first whitespace byte after it (or the end).
-        let end = loop {
-            let space = self.ws & above(self.at);
-            if space != 0 {
-                let i = space.trailing_zeros();
-                self.at = i;
-                break (self.base + i as usize).min(self.s.len());
-            }
-            if !self.advance() {
-                break self.s.len();
-            }
-        };
-        // Both ends are at ASCII bytes or the ends of `s`: char boundaries.
-        Some(&self.s[start..end])
+        debug_assert!(start < end && end <= self.s.len());
+        debug_assert!(self.s.is_char_boundary(start) && self.s.is_char_boundary(end));
+        // SAFETY: `start < end <= s.len()`; `start` is 0 or follows an
+        // ASCII whitespace byte, and `end` is an ASCII whitespace byte or
+        // the end of `s`, so both are char boundaries.
+        Some(unsafe { self.s.get_unchecked(start..end) })
     }
 }
 
@@ -140,12 +164,6 @@ fn tail_ws(bytes: &[u8], rest: usize) -> u16 {
             m
         }
     }
-}
-
-/// Bits `at..64` set (none when `at` is 64).
-#[inline(always)]
-fn above(at: u32) -> u64 {
-    (!0u64).checked_shl(at).unwrap_or(0)
 }
 
 /// Bit i set when `chunk[i]` is ASCII whitespace (space, tab, line feed,
