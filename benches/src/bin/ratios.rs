@@ -137,13 +137,34 @@ struct Args {
         "wordcount-native-2", "grep-wasm-2",
     ])]
     only: Option<String>,
+    /// Instance slots of the Wasm runtime's pool (its address space is
+    /// reserved up front, several GiB a slot): a few, such as 2, let the
+    /// bench run under `valgrind --tool=callgrind`, whose instruction counts
+    /// repeat from run to run on a noisy machine (see benches/README.md).
+    #[arg(long, default_value_t = Limits::default().instances,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    instances: u32,
+}
+
+/// The runtime every Wasm variant runs in: default limits but for the
+/// number of instance slots.
+fn runtime(instances: u32) -> Runtime {
+    Runtime::new(Limits {
+        instances,
+        ..Limits::default()
+    })
+    .expect("a runtime")
 }
 
 fn main() {
-    let Args { runs, only } = clap::Parser::parse();
+    let Args {
+        runs,
+        only,
+        instances,
+    } = clap::Parser::parse();
     let runs = runs as usize;
     if let Some(variant) = only {
-        return profile(&variant, runs);
+        return profile(&variant, runs, instances);
     }
 
     println!(
@@ -167,7 +188,7 @@ fn main() {
     let sample_singletons = singletons(&sample);
     let generated = start.elapsed();
 
-    let runtime = Runtime::new(Limits::default()).expect("a runtime");
+    let runtime = runtime(instances);
     let start = Instant::now();
     let grep = Grep::new(&runtime);
     let grep_load = start.elapsed();
@@ -352,9 +373,9 @@ fn halves(parts: &[Batch], f: &(dyn Fn(&Batch) + Sync)) {
 }
 
 /// Runs one variant `runs` times and prints the median, for profiling.
-fn profile(variant: &str, runs: usize) {
+fn profile(variant: &str, runs: usize, instances: u32) {
     let parts = partitions(RECORDS, PARTITION);
-    let runtime = Runtime::new(Limits::default()).expect("a runtime");
+    let runtime = runtime(instances);
     let grep = Grep::new(&runtime);
     let wordcount = WordCount::new(&runtime);
     let empty = Batch::new();
