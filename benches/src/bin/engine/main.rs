@@ -18,6 +18,7 @@
 //! `DSTREAM_BENCH_ONLY=grep` (or `wordcount`) runs one job,
 //! `DSTREAM_BENCH_INTERVALS=100,1000` chooses the intervals (ms),
 //! `DSTREAM_BENCH_STAGES=1` prints each trial's stage times,
+//! `DSTREAM_BENCH_TIMES=1` the time of each of its batches,
 //! `DSTREAM_BENCH_THREADS=N` runs the engine on `N` threads (default 2),
 //! `DSTREAM_BENCH_PARTITIONS=P` cuts each batch into `P` partitions
 //! (default: one per thread), and `DSTREAM_BENCH_RAW=1` only times the
@@ -154,13 +155,22 @@ impl Bench {
         let engine = self.engine(&job(interval_ms, rate));
         let mut judge = Judge::new(Duration::from_millis(interval_ms));
         let mut last = None;
+        let mut times = Vec::new();
         for n in 1.. {
             let t = Instant::now();
             last = Some(engine.run_batch(n, BTreeMap::new()).expect("batch runs"));
             engine.finish_batch(n);
+            times.push(t.elapsed());
             if !judge.go_on(t.elapsed()) {
                 break;
             }
+        }
+        if std::env::var_os("DSTREAM_BENCH_TIMES").is_some() {
+            let ms: Vec<String> = times
+                .iter()
+                .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
+                .collect();
+            eprintln!("    batch ms: {}", ms.join(" "));
         }
         if std::env::var_os("DSTREAM_BENCH_STAGES").is_some() {
             let stages: Vec<String> = last
@@ -345,7 +355,7 @@ fn raw(runtime: &Runtime) {
 /// `--features timely`).
 #[derive(clap::Parser)]
 #[command(after_help = "Environment: DSTREAM_BENCH_ONLY=grep|wordcount, \
-DSTREAM_BENCH_INTERVALS=100,1000 (ms), DSTREAM_BENCH_STAGES=1 (stage times), \
+DSTREAM_BENCH_INTERVALS=100,1000 (ms), DSTREAM_BENCH_STAGES=1 (stage times), DSTREAM_BENCH_TIMES=1 (every batch time), \
 DSTREAM_BENCH_THREADS=N (default 2), DSTREAM_BENCH_PARTITIONS=P (default: one per thread), \
 DSTREAM_BENCH_RAW=1 (the Wasm split+sum alone, no engine). See benches/src/bin/engine/main.rs.")]
 struct Args {
