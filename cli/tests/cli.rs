@@ -43,7 +43,10 @@ fn inspect_lists_operators_kinds_params_and_encodings() {
     ));
     assert!(out.starts_with("wordcount 0.1.0"), "{out}");
     assert!(
-        out.contains("a valid dstream:plugin@0.1.0 component"),
+        out.contains(&format!(
+            "a valid dstream:plugin@{} component",
+            dstream_wasm::WIT_VERSION
+        )),
         "{out}"
     );
     let ops: Vec<Vec<&str>> = out

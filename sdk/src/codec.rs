@@ -190,7 +190,7 @@ pub trait Encode {
     /// the stack for numbers, encoded into a new buffer otherwise (the
     /// default). How records reach a [`Sink`](crate::Sink) without a copy.
     #[doc(hidden)]
-    #[inline]
+    #[inline(always)]
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         let mut bytes = Vec::new();
         self.encode(&mut bytes);
@@ -204,7 +204,7 @@ impl<T: Encode + ?Sized> Encode for &T {
     fn encode(&self, out: &mut Vec<u8>) {
         (**self).encode(out)
     }
-    #[inline]
+    #[inline(always)]
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         (**self).with_bytes(f)
     }
@@ -232,7 +232,7 @@ impl Encode for [u8] {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self)
     }
-    #[inline]
+    #[inline(always)]
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         f(self)
     }
@@ -244,7 +244,7 @@ impl Encode for Vec<u8> {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self)
     }
-    #[inline]
+    #[inline(always)]
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         f(self)
     }
@@ -290,7 +290,7 @@ impl Encode for str {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes())
     }
-    #[inline]
+    #[inline(always)]
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         f(self.as_bytes())
     }
@@ -302,7 +302,7 @@ impl Encode for String {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes())
     }
-    #[inline]
+    #[inline(always)]
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         f(self.as_bytes())
     }
@@ -333,7 +333,7 @@ macro_rules! le_numbers {
             fn encode(&self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes())
             }
-            #[inline]
+            #[inline(always)]
             fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
                 f(&self.to_le_bytes())
             }
@@ -375,7 +375,7 @@ impl Encode for bool {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(u8::from(*self))
     }
-    #[inline]
+    #[inline(always)]
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         f(&[u8::from(*self)])
     }
@@ -393,7 +393,7 @@ impl Encode for () {
     const ENCODING: Encoding = Encoding::None;
     #[inline]
     fn encode(&self, _: &mut Vec<u8>) {}
-    #[inline]
+    #[inline(always)]
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         f(&[])
     }

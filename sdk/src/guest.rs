@@ -1,11 +1,12 @@
 //! The Wasm side: bindings to the WIT contract and the glue that the
 //! [`plugin!`](crate::plugin) macro exports. Compiled for `wasm32` only.
 
+use std::cell::RefCell;
 use std::sync::Once;
 
 use crate::batch::{Batch, Records};
 use crate::codec::Encoding;
-use crate::operator::{Kind, OpError, Plugin};
+use crate::operator::{Kind, OpError, PipelineFeed, Plugin};
 use crate::params::RawParams;
 
 #[doc(hidden)]
@@ -23,7 +24,7 @@ use bindings::dstream::plugin::host;
 use bindings::exports::dstream::plugin::operators as wit;
 
 pub use bindings::export_plugin_world;
-pub use wit::Guest;
+pub use wit::{Guest, GuestFeed};
 /// Parameters as the WIT contract passes them.
 pub type WitParams = wit::Params;
 /// A pipeline stage as the WIT contract passes it.
@@ -196,15 +197,62 @@ pub fn pipeline(p: &Plugin, stages: Vec<WitStage>, input: WitBatch) -> Result<Wi
         .map_err(lower)
 }
 
+/// The state of a `feed` resource: the pipeline being fed, or why it could
+/// not start (reported by the next call), or nothing once finished.
+#[derive(Debug)]
+pub struct FeedState(RefCell<Option<Result<PipelineFeed<'static>, OpError>>>);
+
+/// `[constructor]feed`.
+pub fn feed_new(p: &'static Plugin, stages: Vec<WitStage>) -> FeedState {
+    install_panic_hook();
+    let stages: Vec<_> = stages.into_iter().map(|s| (s.op, s.params)).collect();
+    FeedState(RefCell::new(Some(p.feed(&stages))))
+}
+
+fn finished() -> WitError {
+    lower(OpError::new("this feed was finished already"))
+}
+
+/// `[method]feed.push`.
+pub fn feed_push(f: &FeedState, input: WitBatch) -> Result<(), WitError> {
+    match f.0.borrow_mut().as_mut() {
+        Some(Ok(feed)) => feed.push(records(&input)).map_err(lower),
+        Some(Err(e)) => Err(lower(e.clone())),
+        None => Err(finished()),
+    }
+}
+
+/// `[method]feed.finish`.
+pub fn feed_finish(f: &FeedState) -> Result<WitBatch, WitError> {
+    match f.0.borrow_mut().take() {
+        Some(Ok(feed)) => feed.finish().map(lift).map_err(lower),
+        Some(Err(e)) => Err(lower(e)),
+        None => Err(finished()),
+    }
+}
+
 /// Exports `$plugin` (a `static` [`Plugin`]) as the component's `operators`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_guest {
     ($plugin:ident) => {
         struct __DstreamComponent;
+        struct __DstreamFeed($crate::__private::FeedState);
+        impl $crate::__private::GuestFeed for __DstreamFeed {
+            fn new(stages: Vec<__S>) -> Self {
+                __DstreamFeed($crate::__private::feed_new(&$plugin, stages))
+            }
+            fn push(&self, input: __B) -> Result<(), __E> {
+                $crate::__private::feed_push(&self.0, input)
+            }
+            fn finish(&self) -> Result<__B, __E> {
+                $crate::__private::feed_finish(&self.0)
+            }
+        }
         use $crate::__private::{WitParams as __P, WitStage as __S, WitBatch as __B, WitError as __E};
         use $crate::__private::Kind as __K;
         impl $crate::__private::Guest for __DstreamComponent {
+            type Feed = __DstreamFeed;
             fn describe() -> $crate::__private::WitInfo {
                 $crate::__private::describe(&$plugin)
             }

@@ -21,7 +21,7 @@ pub use batch::{Batch, Records};
 pub use codec::{Decode, DecodeError, Emit, Encode, Encoding, Postcard};
 pub use operator::{
     Combine, Combiner, Feed, Fused, FusedError, Kind, OneInput, OpError, Operator, PIPELINE_CHUNK,
-    Plugin, Refused, Runner, Select, Sink, TwoInput,
+    Pieces, PipelineFeed, Plugin, Refused, RunFused, Runner, Select, Sink, StartFused, TwoInput,
 };
 pub use params::{ParamSpec, Params, RawParams};
 

@@ -99,8 +99,30 @@ pub type Feed = fn(Records<'_>, &RawParams<'_>, &mut dyn Sink) -> Result<(), OpE
 /// loop over a partition: the input, the parameters of each stage, and the
 /// batch the groups are appended to. Made by [`plugin!`](crate::plugin) for
 /// every such pair of a plugin's operators.
-pub type Fused =
+#[derive(Clone, Copy, Debug)]
+pub struct Fused {
+    /// Runs the pair over a whole partition.
+    pub run: RunFused,
+    /// Starts the pair for an input that comes piece by piece.
+    pub start: StartFused,
+}
+
+/// [`Fused::run`]: the input, the parameters of each stage, the batch the
+/// groups are appended to.
+pub type RunFused =
     fn(Records<'_>, &RawParams<'_>, &RawParams<'_>, &mut Batch) -> Result<(), FusedError>;
+
+/// [`Fused::start`]: the parameters of each stage.
+pub type StartFused = fn(&RawParams<'_>, &RawParams<'_>) -> Result<Box<dyn Pieces>, FusedError>;
+
+/// A fused pair ([`Fused::start`]) fed its input piece by piece: the groups
+/// are kept from one piece to the next.
+pub trait Pieces {
+    /// Runs the pair over the next piece.
+    fn push(&mut self, input: Records<'_>) -> Result<(), FusedError>;
+    /// Appends the groups of every piece pushed to `out`.
+    fn finish(&mut self, out: &mut Batch);
+}
 
 /// The error of a [`Fused`] pipeline: which of its two stages failed (0 or
 /// 1), and how.
@@ -287,47 +309,16 @@ fn chunked(
         Some(r) => r.combiner()?,
         None => None,
     };
-    // With a combiner, the last stage hands its records straight to it when
-    // it can; the stages before write to two reused buffers.
-    let last = stages.len() - 1;
-    let buffered = if combine.is_some() && stages[last].feeds() {
-        last
-    } else {
-        stages.len()
-    };
-    let mut bufs = [Batch::new(), Batch::new()];
-    let mut start = 0;
-    while start < input.len() {
-        let end = (start + PIPELINE_CHUNK).min(input.len());
-        let chunk = input.slice(start, end);
-        // Stage j reads bufs[(j + 1) % 2] (or the chunk) and writes bufs[j % 2].
-        for (j, s) in stages[..buffered].iter().enumerate() {
-            let [a, b] = &mut bufs;
-            let (src, dst) = if j % 2 == 0 { (&*b, a) } else { (&*a, b) };
-            dst.clear();
-            let records = if j == 0 { chunk } else { src.records() };
-            s.run(records, if j == 0 { start } else { 0 }, dst)?;
-        }
-        // The output of the buffered stages, and its first record's index in
-        // the pipeline's input when no stage ran yet.
-        let (done, first) = match buffered {
-            0 => (chunk, start),
-            n => (bufs[(n - 1) % 2].records(), 0),
-        };
-        match (reduce, combine.as_deref_mut()) {
-            (Some(r), Some(c)) if buffered == last => stages[last].feed(done, first, c, r)?,
-            // Fold this chunk into the groups kept across chunks.
-            (Some(r), Some(c)) => c.add(done).map_err(|e| r.error(e, 0))?,
-            // Combine this chunk now; the partial results are combined below.
-            (Some(r), None) => r.run(done, 0, &mut out)?,
-            (None, _) => {
-                for (k, v) in done.iter() {
-                    out.push(k, v);
-                }
-            }
-        }
-        start = end;
-    }
+    let mut bufs = Default::default();
+    chunks_into(
+        input,
+        0,
+        stages,
+        reduce,
+        combine.as_deref_mut(),
+        &mut bufs,
+        &mut out,
+    )?;
     match (reduce, combine) {
         (_, Some(mut c)) => {
             c.finish(&mut out);
@@ -339,6 +330,150 @@ fn chunked(
             Ok(combined)
         }
         _ => Ok(out),
+    }
+}
+
+/// The loop of [`chunked`]: runs per-record `stages` over `input` chunk by
+/// chunk, then folds each chunk's output into `combine` (the groups of
+/// `reduce`, kept across chunks), or without one appends it to `out`
+/// (combined first by `reduce`, if any). `bufs` are reused buffers; the
+/// first stage numbers the records of `input` from `offset`.
+#[allow(clippy::too_many_arguments)]
+fn chunks_into(
+    input: Records<'_>,
+    offset: usize,
+    stages: &[Stage<'_>],
+    reduce: Option<&Stage<'_>>,
+    mut combine: Option<&mut (dyn Combine + 'static)>,
+    bufs: &mut [Batch; 2],
+    out: &mut Batch,
+) -> Result<(), OpError> {
+    // With a combiner, the last stage hands its records straight to it when
+    // it can; the stages before write to two reused buffers.
+    let last = stages.len() - 1;
+    let buffered = if combine.is_some() && stages[last].feeds() {
+        last
+    } else {
+        stages.len()
+    };
+    let mut start = 0;
+    while start < input.len() {
+        let end = (start + PIPELINE_CHUNK).min(input.len());
+        let chunk = input.slice(start, end);
+        // Stage j reads bufs[(j + 1) % 2] (or the chunk) and writes bufs[j % 2].
+        for (j, s) in stages[..buffered].iter().enumerate() {
+            let [a, b] = &mut *bufs;
+            let (src, dst) = if j % 2 == 0 { (&*b, a) } else { (&*a, b) };
+            dst.clear();
+            let records = if j == 0 { chunk } else { src.records() };
+            s.run(records, if j == 0 { offset + start } else { 0 }, dst)?;
+        }
+        // The output of the buffered stages, and its first record's index in
+        // the pipeline's input when no stage ran yet.
+        let (done, first) = match buffered {
+            0 => (chunk, offset + start),
+            n => (bufs[(n - 1) % 2].records(), 0),
+        };
+        match (reduce, combine.as_deref_mut()) {
+            (Some(r), Some(c)) if buffered == last => stages[last].feed(done, first, c, r)?,
+            // Fold this chunk into the groups kept across chunks.
+            (Some(r), Some(c)) => c.add(done).map_err(|e| r.error(e, 0))?,
+            // Combine this chunk now; the partial results are combined later.
+            (Some(r), None) => r.run(done, 0, out)?,
+            (None, _) => {
+                for (k, v) in done.iter() {
+                    out.push(k, v);
+                }
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// Stages as the contract passes them: operator names and parameters.
+type Stages = [(String, Vec<(String, String)>)];
+
+/// A pipeline fed its input piece by piece ([`Plugin::feed`]): its output
+/// is [`Plugin::pipeline`]'s over the pieces put together. A chain of
+/// per-record stages ending in a reduce whose values own their data keeps
+/// the reduce's groups from piece to piece (fused into one loop where the
+/// pipeline would be); any other pipeline gathers its pieces and runs at
+/// [`PipelineFeed::finish`].
+pub struct PipelineFeed<'p> {
+    plugin: &'p Plugin,
+    stages: Vec<(String, Vec<(String, String)>)>,
+    state: Fed,
+    /// Records pushed so far.
+    pushed: usize,
+}
+
+impl fmt::Debug for PipelineFeed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineFeed")
+            .field("plugin", &self.plugin.name)
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`PipelineFeed`] keeps between pieces.
+enum Fed {
+    /// A fused pair's groups.
+    Fused(Box<dyn Pieces>),
+    /// The reduce's groups, fed by the per-record stages before it.
+    Chunked(Box<dyn Combine>, Box<[Batch; 2]>),
+    /// The pieces so far, for a pipeline that needs its whole input.
+    Whole(Batch),
+}
+
+impl PipelineFeed<'_> {
+    /// Runs the pipeline over the next piece of its input. An error names
+    /// its record as [`Plugin::pipeline`] over the whole input would: the
+    /// first stage's records count from the first piece.
+    pub fn push(&mut self, input: Records<'_>) -> Result<(), OpError> {
+        let ops = self.plugin.stages(&self.stages)?;
+        let offset = self.pushed;
+        self.pushed += input.len();
+        match &mut self.state {
+            Fed::Fused(p) => p.push(input).map_err(|e| {
+                // The reduce numbers the records fed to it since the first piece.
+                let first = if e.stage == 0 { offset } else { 0 };
+                ops[e.stage].error(e.error, first)
+            }),
+            Fed::Chunked(c, bufs) => {
+                let last = ops.len() - 1;
+                let mut unused = Batch::new();
+                let c: &mut (dyn Combine + 'static) = &mut **c;
+                chunks_into(
+                    input,
+                    offset,
+                    &ops[..last],
+                    Some(&ops[last]),
+                    Some(c),
+                    bufs,
+                    &mut unused,
+                )
+            }
+            Fed::Whole(b) => {
+                for (k, v) in input.iter() {
+                    b.push(k, v);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The output over every piece pushed (an error as [`PipelineFeed::push`]
+    /// says).
+    pub fn finish(self) -> Result<Batch, OpError> {
+        let mut out = Batch::new();
+        match self.state {
+            Fed::Fused(mut p) => p.finish(&mut out),
+            Fed::Chunked(mut c, _) => c.finish(&mut out),
+            Fed::Whole(b) => return self.plugin.pipeline(&self.stages, b.records()),
+        }
+        Ok(out)
     }
 }
 
@@ -469,42 +604,13 @@ impl Plugin {
     /// then the per-chunk results; it must be associative and commutative,
     /// so that this equals the unchunked result (for floating point, up to
     /// rounding). Either way the result is deterministic.
-    pub fn pipeline(
-        &self,
-        stages: &[(String, Vec<(String, String)>)],
-        input: Records<'_>,
-    ) -> Result<Batch, OpError> {
-        let mut ops = Vec::with_capacity(stages.len());
-        for (n, (name, params)) in stages.iter().enumerate() {
-            let op = self.operator(name).ok_or_else(|| {
-                OpError::new(format!(
-                    "stage {n}: plugin `{}` has no operator `{name}`",
-                    self.name
-                ))
-            })?;
-            if matches!(op.kind, Kind::Inverse | Kind::UpdateState) {
-                return Err(OpError::new(format!(
-                    "stage {n}: operator `{name}` ({}) takes two inputs and cannot be a pipeline stage",
-                    op.kind
-                )));
-            }
-            ops.push(Stage {
-                n,
-                op,
-                params: RawParams::new(params),
-            });
-        }
-        if let [first, second] = &ops[..] {
-            let index = |s: &Stage<'_>| self.operators.iter().position(|o| o.name == s.op.name);
-            let fused = index(first)
-                .zip(index(second))
-                .and_then(|(i, j)| *self.fused.get(i)?.get(j)?);
-            if let Some(run) = fused {
-                let mut out = Batch::new();
-                return run(input, &first.params, &second.params, &mut out)
-                    .map(|()| out)
-                    .map_err(|e| ops[e.stage].error(e.error, 0));
-            }
+    pub fn pipeline(&self, stages: &Stages, input: Records<'_>) -> Result<Batch, OpError> {
+        let ops = self.stages(stages)?;
+        if let Some(fused) = self.fused_pair(&ops) {
+            let mut out = Batch::new();
+            return (fused.run)(input, &ops[0].params, &ops[1].params, &mut out)
+                .map(|()| out)
+                .map_err(|e| ops[e.stage].error(e.error, 0));
         }
         let per_record = |k: Kind| matches!(k, Kind::Map | Kind::FlatMap | Kind::Filter);
         let mut current: Option<Batch> = None;
@@ -537,6 +643,98 @@ impl Plugin {
             }
             b
         }))
+    }
+
+    /// Starts `stages` (as [`Plugin::pipeline`] takes them) for an input
+    /// that comes piece by piece: see [`PipelineFeed`].
+    ///
+    /// ```
+    /// use dstream_sdk::{self as dstream, Batch};
+    ///
+    /// /// Splits a line into words.
+    /// #[dstream::flat_map]
+    /// fn split(line: &str) -> impl Iterator<Item = (&str, u64)> {
+    ///     line.split_whitespace().map(|w| (w, 1))
+    /// }
+    /// /// Adds counts.
+    /// #[dstream::reduce]
+    /// fn sum(a: u64, b: u64) -> u64 {
+    ///     a + b
+    /// }
+    /// dstream::plugin!(split, sum);
+    ///
+    /// # fn main() {
+    /// let stages = [("split".to_string(), vec![]), ("sum".to_string(), vec![])];
+    /// let mut feed = PLUGIN.feed(&stages).unwrap();
+    /// feed.push(Batch::from_values(["a b", "b"]).records()).unwrap();
+    /// feed.push(Batch::from_values(["b c"]).records()).unwrap();
+    /// let whole = PLUGIN.pipeline(&stages, Batch::from_values(["a b", "b", "b c"]).records());
+    /// assert_eq!(feed.finish().unwrap(), whole.unwrap());
+    /// # }
+    /// ```
+    pub fn feed(&self, stages: &Stages) -> Result<PipelineFeed<'_>, OpError> {
+        let ops = self.stages(stages)?;
+        let per_record =
+            |s: &Stage<'_>| matches!(s.op.kind, Kind::Map | Kind::FlatMap | Kind::Filter);
+        let state = if let Some(fused) = self.fused_pair(&ops) {
+            Fed::Fused(
+                (fused.start)(&ops[0].params, &ops[1].params)
+                    .map_err(|e| ops[e.stage].error(e.error, 0))?,
+            )
+        } else {
+            let combine = match &ops[..] {
+                [init @ .., last] if !init.is_empty() && init.iter().all(per_record) => {
+                    last.combiner()?
+                }
+                _ => None,
+            };
+            match combine {
+                Some(c) => Fed::Chunked(c, Box::default()),
+                None => Fed::Whole(Batch::new()),
+            }
+        };
+        Ok(PipelineFeed {
+            plugin: self,
+            stages: stages.to_vec(),
+            state,
+            pushed: 0,
+        })
+    }
+
+    /// `stages` resolved to this plugin's one-input operators.
+    fn stages<'s>(&self, stages: &'s Stages) -> Result<Vec<Stage<'s>>, OpError> {
+        let mut ops = Vec::with_capacity(stages.len());
+        for (n, (name, params)) in stages.iter().enumerate() {
+            let op = self.operator(name).ok_or_else(|| {
+                OpError::new(format!(
+                    "stage {n}: plugin `{}` has no operator `{name}`",
+                    self.name
+                ))
+            })?;
+            if matches!(op.kind, Kind::Inverse | Kind::UpdateState) {
+                return Err(OpError::new(format!(
+                    "stage {n}: operator `{name}` ({}) takes two inputs and cannot be a pipeline stage",
+                    op.kind
+                )));
+            }
+            ops.push(Stage {
+                n,
+                op,
+                params: RawParams::new(params),
+            });
+        }
+        Ok(ops)
+    }
+
+    /// The fused loop of a two-stage pipeline, if it has one.
+    fn fused_pair(&self, ops: &[Stage<'_>]) -> Option<Fused> {
+        let [first, second] = ops else {
+            return None;
+        };
+        let index = |s: &Stage<'_>| self.operators.iter().position(|o| o.name == s.op.name);
+        index(first)
+            .zip(index(second))
+            .and_then(|(i, j)| *self.fused.get(i)?.get(j)?)
     }
 
     /// Runs a one-input operator natively on a batch, with `&str` parameters:
@@ -839,6 +1037,74 @@ mod fed {
             .unwrap_err();
         assert_eq!(e.message, "stage 1 (add): two sevens");
         assert_eq!(e.record, Some(11));
+    }
+
+    type Params = Vec<(String, String)>;
+
+    /// Fed in pieces, every pipeline gives what it gives over the whole
+    /// input, errors included: fused pairs and chunked chains keep their
+    /// groups from piece to piece, the others gather their pieces.
+    #[test]
+    fn a_pipeline_fed_in_pieces_equals_it_over_the_whole_input() {
+        let lines: Vec<String> = (0..2 * PIPELINE_CHUNK + 33)
+            .map(|i| format!("w{} x  w{} yy {i} boom", i % 13, i % 7))
+            .collect();
+        // Two `boom`s (sevens) fail `add` early on; without them, `bad`
+        // fails the first stage in the second chunk.
+        let calm: Vec<String> = lines.iter().map(|l| l.replace("boom", "bam")).collect();
+        let mut bad_line = calm.clone();
+        bad_line[PIPELINE_CHUNK + 5] = "bad".into();
+        let n = vec![("n".to_string(), "3".to_string())];
+        let chains: Vec<Vec<(String, Params)>> = vec![
+            stages(&["words", "add"]),
+            stages(&["words", "long", "add"]),
+            stages(&["words", "longest"]),
+            stages(&["words", "long"]),
+            vec![("times".into(), n.clone()), ("capped".into(), n.clone())],
+            vec![("times".into(), Vec::new()), ("capped".into(), n)],
+        ];
+        let mut seen = [0; 3];
+        for plugin in [&P, &UNFUSED] {
+            for lines in [&lines, &bad_line, &calm] {
+                let input = Batch::from_values(lines);
+                let records = input.records();
+                for chain in &chains {
+                    let whole = plugin.pipeline(chain, records);
+                    for piece in [1, 7, PIPELINE_CHUNK, PIPELINE_CHUNK + 1, records.len()] {
+                        let fed = (|| {
+                            let mut feed = plugin.feed(chain)?;
+                            let mut start = 0;
+                            while start < records.len() {
+                                let end = (start + piece).min(records.len());
+                                feed.push(records.slice(start, end))?;
+                                start = end;
+                            }
+                            feed.finish()
+                        })();
+                        let what = format!("{chain:?} in pieces of {piece}");
+                        match (&whole, fed) {
+                            (Ok(a), Ok(b)) => {
+                                assert_eq!(a, &b, "{what}");
+                                seen[0] += 1;
+                            }
+                            (Err(a), Err(b)) => {
+                                assert_eq!(
+                                    (&a.message, a.record),
+                                    (&b.message, b.record),
+                                    "{what}"
+                                );
+                                let first_stage = a.message.starts_with("stage 0");
+                                seen[1 + usize::from(first_stage && a.record.is_some())] += 1;
+                            }
+                            (a, b) => panic!("{what}: whole {a:?}, fed {b:?}"),
+                        }
+                    }
+                }
+            }
+        }
+        // Outputs, errors of a later stage and errors of the first stage at
+        // a record all met.
+        assert!(seen.iter().all(|n| *n > 0), "{seen:?}");
     }
 
     #[test]

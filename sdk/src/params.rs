@@ -54,6 +54,11 @@ impl<'a> RawParams<'a> {
         Self { pairs }
     }
 
+    /// The name/value pairs.
+    pub(crate) fn pairs(&self) -> &'a [(String, String)] {
+        self.pairs
+    }
+
     /// The value given for `name`, if any (the last one wins).
     pub fn get(&self, name: &str) -> Option<&'a str> {
         self.pairs

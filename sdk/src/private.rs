@@ -6,7 +6,7 @@ pub use crate::batch::{Batch, Records};
 pub use crate::codec::{Ascii, Decode, Emit, Encode, Encoding, Out};
 use crate::group::{Arena, Groups, Keys};
 pub use crate::operator::{
-    Combine, Fused, FusedError, Kind, OpError, Operator, Refused, Runner, Sink,
+    Combine, Fused, FusedError, Kind, OpError, Operator, Pieces, Refused, Runner, Sink,
 };
 pub use crate::params::{ParamSpec, Params, RawParams};
 
@@ -166,17 +166,15 @@ where
 }
 
 /// A reduce fed piece by piece: the groups, the function folding them, how
-/// many records it was given, the error of a failed push, and the buffer
-/// the keys pushed to it are likely to lie in (see [`Keys::find_in`]).
-struct Combining<'w, V, F> {
+/// many records it was given, and the error of a failed push.
+struct Combining<V, F> {
     groups: Groups<Arena, V>,
     f: F,
     seen: usize,
     failed: Option<OpError>,
-    within: &'w [u8],
 }
 
-impl<V, E, F> Sink for Combining<'_, V, F>
+impl<V, E, F> Sink for Combining<V, F>
 where
     V: for<'x> Decode<'x> + Encode,
     E: Display,
@@ -184,33 +182,43 @@ where
 {
     #[inline]
     fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Refused> {
-        self.fold(key, value)
+        self.fold_in(&[], key, value)
     }
 }
 
-impl<V, E, F> Combining<'_, V, F>
+/// A fold that takes a record's bytes with the buffer they likely lie in
+/// (the input of the stage writing them), which lets it read a key faster
+/// (see `Keys::find_in`); a record from anywhere else is folded all the
+/// same.
+pub trait FoldIn {
+    /// Folds one record; a refused one keeps why (see
+    /// [`Combine::take_error`]).
+    fn fold_in(&mut self, buf: &[u8], key: &[u8], value: &[u8]) -> Result<(), Refused>;
+}
+
+impl<V, E, F> FoldIn for Combining<V, F>
 where
     V: for<'x> Decode<'x> + Encode,
     E: Display,
     F: FnMut(V, V) -> Result<V, E>,
 {
     /// Folds one record into its group: [`Sink::push`], and inlined into
-    /// the loop of a fused feed ([`Out`]).
+    /// the loop of a fused feed ([`Within`]).
     #[inline(always)]
-    fn fold(&mut self, key: &[u8], value: &[u8]) -> Result<(), Refused> {
+    fn fold_in(&mut self, buf: &[u8], key: &[u8], value: &[u8]) -> Result<(), Refused> {
         let i = self.seen;
         self.seen += 1;
         let Some(v) = V::try_decode(value) else {
             return self.refuse(undecodable::<V>(value, i, "value"));
         };
-        match self.groups.fold(self.within, key, v, &mut self.f) {
+        match self.groups.fold(buf, key, v, &mut self.f) {
             Ok(()) => Ok(()),
             Err(e) => self.refuse(OpError::at(i, e)),
         }
     }
 }
 
-impl<V, F> Combining<'_, V, F> {
+impl<V, F> Combining<V, F> {
     /// Keeps why a record was refused (out of line).
     #[cold]
     #[inline(never)]
@@ -220,7 +228,7 @@ impl<V, F> Combining<'_, V, F> {
     }
 }
 
-impl<V, E, F> Combine for Combining<'_, V, F>
+impl<V, E, F> Combine for Combining<V, F>
 where
     V: for<'x> Decode<'x> + Encode,
     E: Display,
@@ -244,22 +252,43 @@ where
     }
 }
 
-/// The records a feed writes, folded straight in: what a map or flat-map
-/// fused with the reduce after it (see [`Stage::after`]) writes to, with no
-/// dynamic call per record.
-impl<V, E, F> Out for Combining<'_, V, F>
-where
-    V: for<'x> Decode<'x> + Encode,
-    E: Display,
-    F: FnMut(V, V) -> Result<V, E>,
-{
+/// A fold and the buffer holding the input of the stage that feeds it:
+/// what a map or flat-map fused with the reduce after it (see
+/// [`Stage::after`]) writes to, each record folded straight in with no
+/// dynamic call.
+pub struct Within<'w, C: ?Sized> {
+    fold: &'w mut C,
+    buf: &'w [u8],
+}
+
+impl<C: ?Sized> std::fmt::Debug for Within<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Within")
+            .field("buf", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w, C: FoldIn + ?Sized> Within<'w, C> {
+    /// `fold`, fed by a stage whose input is `input`.
+    #[inline(always)]
+    pub fn new(fold: &'w mut C, input: &Records<'w>) -> Self {
+        Self {
+            fold,
+            buf: input.raw_parts().0,
+        }
+    }
+}
+
+impl<C: FoldIn + ?Sized> Out for Within<'_, C> {
     #[inline(always)]
     fn record<K: Encode + ?Sized, W: Encode + ?Sized>(
         &mut self,
         key: &K,
         value: &W,
     ) -> Result<(), OpError> {
-        key.with_bytes(|k| value.with_bytes(|v| self.fold(k, v)))
+        let buf = self.buf;
+        key.with_bytes(|k| value.with_bytes(|v| self.fold.fold_in(buf, k, v)))
             .map_err(|Refused| crate::codec::refused())
     }
 }
@@ -267,28 +296,19 @@ where
 /// A [`Combine`] folding the values of each key with `f`, for values that own
 /// their data (so they outlive the chunk they came from; keys are copied in
 /// once each). One output record per key, in order of first appearance, as
-/// [`reduce`]. Keys pushed to it that lie inside `within` (the input of the
-/// stage feeding it, see [`data_of`]) are read faster; any other key is
-/// grouped all the same.
-pub fn combining<'w, V, E, F>(within: &'w [u8], f: F) -> impl Combine + Out + 'w
+/// [`reduce`].
+pub fn combining<V, E, F>(f: F) -> impl Combine + FoldIn + 'static
 where
-    V: for<'x> Decode<'x> + Encode + 'w,
+    V: for<'x> Decode<'x> + Encode + 'static,
     E: Display,
-    F: FnMut(V, V) -> Result<V, E> + 'w,
+    F: FnMut(V, V) -> Result<V, E> + 'static,
 {
     Combining {
         groups: Groups::with_capacity(FIRST_KEYS, Arena::default()),
         f,
         seen: 0,
         failed: None,
-        within,
     }
-}
-
-/// The bytes holding the keys and values of `input`.
-#[inline]
-pub fn data_of<'a>(input: &Records<'a>) -> &'a [u8] {
-    input.raw_parts().0
 }
 
 /// What every operator module the attributes make has, as `__Stage`: how it
@@ -299,7 +319,7 @@ pub fn data_of<'a>(input: &Records<'a>) -> &'a [u8] {
 /// runs as ONE monomorphic loop: each record the first writes is folded by
 /// inlined code, not handed over by a dynamic call (in Wasm an indirect call
 /// with its checks, a prologue and arguments on the stack).
-pub trait Stage {
+pub trait Stage: 'static {
     /// Runs as [`Stage::each`].
     const FEEDS: bool = false;
     /// Runs as [`Stage::after`].
@@ -327,41 +347,95 @@ pub trait Stage {
         let _ = (input, first, raw, out);
         unreachable!("only a stage that folds runs `after`")
     }
+
+    /// Starts `first` (a stage that feeds) and this reduce as [`Pieces`]:
+    /// [`Stage::after`] over an input that comes piece by piece.
+    fn start_after<First: Stage>(
+        first: &RawParams<'_>,
+        raw: &RawParams<'_>,
+    ) -> Result<Box<dyn Pieces>, FusedError> {
+        let _ = (first, raw);
+        unreachable!("only a stage that folds runs `start_after`")
+    }
+}
+
+/// Runs `First` over `input` into `fold` (a reduce's groups): the loop of
+/// [`Stage::after`] and of [`Pieces::push`]. Out of line, so that the two
+/// share one copy of it, and the code that folds each record (closures
+/// LLVM inlines only where they are called once) is inlined into it.
+#[inline(never)]
+fn feed_fused<First: Stage, C: Combine + FoldIn>(
+    input: Records<'_>,
+    first: &RawParams<'_>,
+    fold: &mut C,
+) -> Result<(), FusedError> {
+    // As unfused: over no records the first stage never runs (its
+    // parameters are not even read).
+    if input.is_empty() {
+        return Ok(());
+    }
+    First::each(input, first, &mut Within::new(fold, &input)).map_err(|e| {
+        // A record refused by the fold is the fold's error.
+        match fold.take_error() {
+            Some(e) => FusedError { stage: 1, error: e },
+            None => FusedError { stage: 0, error: e },
+        }
+    })
 }
 
 /// Runs `First` over `input` into `fold` (a reduce's groups), then writes
 /// the groups to `out`: the body of [`Stage::after`].
 #[inline(always)]
-pub fn run_fused<First: Stage, C: Combine + Out>(
+pub fn run_fused<First: Stage, C: Combine + FoldIn>(
     input: Records<'_>,
     first: &RawParams<'_>,
     mut fold: C,
     out: &mut Batch,
 ) -> Result<(), FusedError> {
-    // As unfused: over no records the first stage never runs (its
-    // parameters are not even read); the reduce's were, to start `fold`.
-    if input.is_empty() {
-        fold.finish(out);
-        return Ok(());
+    feed_fused::<First, C>(input, first, &mut fold)?;
+    fold.finish(out);
+    Ok(())
+}
+
+/// [`Pieces`] of `First` then the reduce whose groups are `fold`: the first
+/// stage's parameters (owned), and the fold.
+struct FusedPieces<First, C> {
+    first: Vec<(String, String)>,
+    fold: C,
+    _first: std::marker::PhantomData<fn() -> First>,
+}
+
+impl<First: Stage, C: Combine + FoldIn> Pieces for FusedPieces<First, C> {
+    fn push(&mut self, input: Records<'_>) -> Result<(), FusedError> {
+        feed_fused::<First, C>(input, &RawParams::new(&self.first), &mut self.fold)
     }
-    match First::each(input, first, &mut fold) {
-        Ok(()) => {
-            fold.finish(out);
-            Ok(())
-        }
-        // A record refused by the fold is the fold's error.
-        Err(e) => Err(match fold.take_error() {
-            Some(e) => FusedError { stage: 1, error: e },
-            None => FusedError { stage: 0, error: e },
-        }),
+
+    fn finish(&mut self, out: &mut Batch) {
+        self.fold.finish(out)
     }
 }
 
-/// `Second::after::<First>` if `First` feeds and `Second` folds: an entry
-/// of the table `plugin!` makes.
+/// The body of [`Stage::start_after`]: `First`, with its parameters, then
+/// the reduce whose groups are `fold`.
+pub fn start_fused<First: Stage, C: Combine + FoldIn + 'static>(
+    first: &RawParams<'_>,
+    fold: C,
+) -> Box<dyn Pieces> {
+    Box::new(FusedPieces::<First, C> {
+        first: first.pairs().to_vec(),
+        fold,
+        _first: std::marker::PhantomData,
+    })
+}
+
+/// `Second` after `First` if `First` feeds and `Second` folds: an entry of
+/// the table `plugin!` makes.
 pub const fn fused<First: Stage, Second: Stage>() -> Option<Fused> {
     if First::FEEDS && Second::FOLDS {
-        Some(Second::after::<First>)
+        Some(Fused {
+            run: Second::after::<First>,
+            start: Second::start_after::<First>,
+        })
     } else {
         None
     }

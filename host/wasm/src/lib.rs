@@ -40,4 +40,4 @@ pub use plugin::{PIECE_BYTES, Plugin, Stage};
 pub use runtime::{Cancel, Limits, Runtime};
 
 /// The version of the `dstream:plugin` WIT package this host speaks.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";

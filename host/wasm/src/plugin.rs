@@ -2,7 +2,9 @@
 
 use dstream_core::job::Wasi;
 use dstream_core::{Batch, Encoding, OperatorInfo, OperatorKind, ParamInfo, PluginInfo};
-use wasmtime::component::{ComponentExportIndex, ComponentNamedList, ComponentType, Lift, Lower};
+use wasmtime::component::{
+    ComponentExportIndex, ComponentNamedList, ComponentType, Lift, Lower, ResourceAny, TypedFunc,
+};
 use wasmtime::{Store, Trap};
 
 use crate::Error;
@@ -102,6 +104,59 @@ impl<'a> Pieces<'a> {
 fn in_partition(mut e: wit::OpError, start: u32) -> wit::OpError {
     e.record = e.record.map(|i| i.saturating_add(start));
     e
+}
+
+/// A fresh instance of a plugin and the calls made into it, each of whose
+/// failures is turned into an [`Error`] naming plugin and operator.
+struct Call<'p> {
+    plugin: &'p Plugin,
+    operator: &'p str,
+    store: Option<Store<HostState>>,
+    instance: Option<wasmtime::component::Instance>,
+}
+
+impl Call<'_> {
+    fn store(&mut self) -> &mut Store<HostState> {
+        self.store.as_mut().expect("instantiated")
+    }
+
+    /// Stops if the [`Cancel`](crate::Cancel) token in scope says so.
+    fn check_cancelled(&self) -> Result<(), Error> {
+        if crate::Cancel::current().is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::Cancelled {
+                plugin: self.plugin.name.clone(),
+                operator: self.operator.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The export `idx`, typed.
+    fn func<P, R>(&mut self, idx: &ComponentExportIndex) -> Result<TypedFunc<P, R>, Error>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift,
+    {
+        let instance = self.instance.expect("instantiated");
+        instance
+            .get_typed_func::<P, R>(self.store(), idx)
+            .map_err(|e| Error::Invalid {
+                plugin: self.plugin.name.clone(),
+                message: format!("{e:#}"),
+            })
+    }
+
+    /// Calls `func` with `args`.
+    fn call<P, R>(&mut self, func: &TypedFunc<P, R>, args: P) -> Result<R, Error>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift,
+    {
+        func.call(self.store(), args).map_err(|e| {
+            let store = self.store.as_ref().expect("instantiated");
+            self.plugin.classify(self.operator, store, e)
+        })
+    }
 }
 
 /// One stage of [`Plugin::pipeline`]: an operator and its parameters.
@@ -341,22 +396,34 @@ impl Plugin {
         P: ComponentNamedList + Lower,
         R: ComponentNamedList + Lift,
     {
-        let cancelled = || {
-            crate::Cancel::current()
-                .is_some_and(|c| c.is_cancelled())
-                .then(|| Error::Cancelled {
-                    plugin: self.name.clone(),
-                    operator: operator.to_string(),
-                })
+        self.in_instance(operator, |call| {
+            let func = call.func::<P, R>(idx)?;
+            for args in args {
+                // Between pieces too, a cancelled call stops at once.
+                call.check_cancelled()?;
+                each(call.call(&func, args)?)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `body` with a fresh instance of the plugin ([`Call`]), then
+    /// reports what the plugin logged beyond the limit.
+    fn in_instance<T>(
+        &self,
+        operator: &str,
+        body: impl FnOnce(&mut Call<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut call = Call {
+            plugin: self,
+            operator,
+            store: None,
+            instance: None,
         };
-        if let Some(e) = cancelled() {
-            return Err(e);
-        }
+        call.check_cancelled()?;
         let _slot = self.runtime.inner.slots.take();
         // Cancelled while it waited for a slot: stop before instantiating.
-        if let Some(e) = cancelled() {
-            return Err(e);
-        }
+        call.check_cancelled()?;
         let mut store = self.runtime.store(&self.name, operator, self.wasi);
         let instance = self
             .pre
@@ -366,33 +433,10 @@ impl Plugin {
                 plugin: self.name.clone(),
                 message: format!("{e:#}"),
             })?;
-        let func = instance
-            .get_typed_func::<P, R>(&mut store, idx)
-            .map_err(|e| Error::Invalid {
-                plugin: self.name.clone(),
-                message: format!("{e:#}"),
-            })?;
-        let mut result = Ok(());
-        for args in args {
-            // Between pieces too, a cancelled call stops at once.
-            if let Some(e) = cancelled() {
-                result = Err(e);
-                break;
-            }
-            match func.call(&mut store, args) {
-                Ok(r) => {
-                    if let Err(e) = each(r) {
-                        result = Err(e);
-                        break;
-                    }
-                }
-                Err(e) => {
-                    result = Err(self.classify(operator, &store, e));
-                    break;
-                }
-            }
-        }
-        let state = store.data();
+        call.store = Some(store);
+        call.instance = Some(instance);
+        let result = body(&mut call);
+        let state = call.store.as_ref().expect("set above").data();
         if state.dropped_logs > 0 {
             tracing::warn!(
                 plugin = %self.name,
@@ -625,15 +669,18 @@ impl Plugin {
     }
 
     /// Runs a chain of one-input operators in one call, inside one instance:
-    /// intermediate partitions never leave the sandbox.
+    /// intermediate partitions never leave the sandbox. A chain of map,
+    /// flat-map and filter stages runs over the partition's pieces, one
+    /// call each, its outputs put one after the other; one of those stages
+    /// and then a reduce runs over the pieces through the plugin's `feed`,
+    /// the reduce keeping its groups from piece to piece; any other chain
+    /// gets the whole partition in one call.
     pub fn pipeline(&self, stages: &[Stage], input: &Batch) -> Result<Batch, Error> {
-        let mut record_wise = true;
+        let mut kinds = Vec::with_capacity(stages.len());
         for s in stages {
-            record_wise &= self
-                .check(&s.op, &OperatorKind::ONE_INPUT, &s.params)?
-                .kind
-                .is_record_wise();
+            kinds.push(self.check(&s.op, &OperatorKind::ONE_INPUT, &s.params)?.kind);
         }
+        let record_wise = kinds.iter().all(|k| k.is_record_wise());
         let label = stages
             .iter()
             .map(|s| s.op.as_str())
@@ -644,11 +691,46 @@ impl Plugin {
             let args = pieces.iter().map(|p| (stages, p));
             return self.concat_each(&label, &self.exports.pipeline, &pieces, args);
         }
+        let fed = match &kinds[..] {
+            [init @ .., OperatorKind::Reduce] => {
+                !init.is_empty() && init.iter().all(|k| k.is_record_wise())
+            }
+            _ => false,
+        };
+        if fed && input.byte_len() > PIECE_BYTES {
+            return self.feed(&label, stages, &Pieces::of(input)?);
+        }
         let (r,): BatchResult = self.invoke(
             &label,
             &self.exports.pipeline,
             (stages, BatchRef::of(input)?),
         )?;
         self.output(&label, r)
+    }
+
+    /// Runs `stages` over `pieces` through the plugin's `feed` resource,
+    /// in one instance. Its errors already number records over the whole
+    /// partition.
+    fn feed(&self, label: &str, stages: &[Stage], pieces: &Pieces<'_>) -> Result<Batch, Error> {
+        type Pushed = (Result<(), wit::OpError>,);
+        self.in_instance(label, |call| {
+            let new = call.func::<(&[Stage],), (ResourceAny,)>(&self.exports.feed_new)?;
+            let push = call.func::<(ResourceAny, BatchRef<'_>), Pushed>(&self.exports.feed_push)?;
+            let finish = call.func::<(ResourceAny,), BatchResult>(&self.exports.feed_finish)?;
+            let (feed,) = call.call(&new, (stages,))?;
+            for piece in pieces.iter() {
+                call.check_cancelled()?;
+                let (r,) = call.call(&push, (feed, piece))?;
+                r.map_err(|e| self.op_error(label, e))?;
+            }
+            let (r,) = call.call(&finish, (feed,))?;
+            let out = self.output(label, r)?;
+            feed.resource_drop(call.store())
+                .map_err(|e| Error::Invalid {
+                    plugin: self.name.clone(),
+                    message: format!("{e:#}"),
+                })?;
+            Ok(out)
+        })
     }
 }

@@ -399,6 +399,9 @@ pub(crate) struct Exports {
     pub(crate) update_state: ComponentExportIndex,
     pub(crate) transform: ComponentExportIndex,
     pub(crate) pipeline: ComponentExportIndex,
+    pub(crate) feed_new: ComponentExportIndex,
+    pub(crate) feed_push: ComponentExportIndex,
+    pub(crate) feed_finish: ComponentExportIndex,
 }
 
 /// `(major, minor, patch)` of `name@x.y.z`.
@@ -505,6 +508,9 @@ fn check_world(
         update_state: func("update-state")?,
         transform: func("transform")?,
         pipeline: func("pipeline")?,
+        feed_new: func("[constructor]feed")?,
+        feed_push: func("[method]feed.push")?,
+        feed_finish: func("[method]feed.finish")?,
     })
 }
 

@@ -287,14 +287,19 @@ fn wordcount_split_checks_an_ascii_piece_once_and_still_refuses_bad_text() {
             }
         }
         let e = wc.flat_map("split", &[], &bad).unwrap_err();
-        match &e {
-            dstream_wasm::Error::Operator {
-                record, message, ..
-            } => {
-                assert_eq!(*record, Some(at as u32), "{e}");
-                assert!(message.contains("expected UTF-8 text"), "{e}");
+        // The same through the pipeline with the reduce (fed piece by
+        // piece when there are several).
+        let fed = wc.pipeline(&stages(&["split", "sum"]), &bad).unwrap_err();
+        for e in [e, fed] {
+            match &e {
+                dstream_wasm::Error::Operator {
+                    record, message, ..
+                } => {
+                    assert_eq!(*record, Some(at as u32), "{e}");
+                    assert!(message.contains("expected UTF-8 text"), "{e}");
+                }
+                other => panic!("{other}"),
             }
-            other => panic!("{other}"),
         }
     }
 }

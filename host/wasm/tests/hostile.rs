@@ -247,7 +247,7 @@ const WASI_IMPORTER: &str = r#"
 (component
   (import "wasi:filesystem/preopens@0.2.0" (instance))
   (instance $ops)
-  (export "dstream:plugin/operators@0.1.0" (instance $ops))
+  (export "dstream:plugin/operators@0.2.0" (instance $ops))
 )"#;
 
 #[test]
@@ -290,9 +290,17 @@ fn bad_components_are_refused_at_load() {
         (
             "future",
             wat(
-                "(component (instance $i) (export \"dstream:plugin/operators@0.2.0\" (instance $i)))",
+                "(component (instance $i) (export \"dstream:plugin/operators@0.3.0\" (instance $i)))",
             ),
-            "plugin `future` was built for dstream:plugin@0.2.0, but this host speaks @0.1.0",
+            "plugin `future` was built for dstream:plugin@0.3.0, but this host speaks @0.2.0",
+        ),
+        (
+            // The contract before `feed`.
+            "past",
+            wat(
+                "(component (instance $i) (export \"dstream:plugin/operators@0.1.0\" (instance $i)))",
+            ),
+            "plugin `past` was built for dstream:plugin@0.1.0, but this host speaks @0.2.0",
         ),
     ];
     for (name, bytes, want) in cases {

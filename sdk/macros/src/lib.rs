@@ -662,22 +662,26 @@ fn operator(kind: Kind, attr: TokenStream2, f: &ItemFn) -> syn::Result<TokenStre
                     // a pipeline to the next.
                     // Its `__Stage` folds: fused after a map or flat-map.
                     stage = Some(quote! {
-                        fn __combining<'__w>(__raw: &#sdk::RawParams<'_>, __within: &'__w [u8]) -> ::core::result::Result<impl #sdk::Combine + #sdk::__private::Out + '__w, #sdk::OpError> {
+                        fn __combining(__raw: &#sdk::RawParams<'_>) -> ::core::result::Result<impl #sdk::Combine + #sdk::__private::FoldIn + 'static, #sdk::OpError> {
                             #get_params
-                            ::core::result::Result::Ok(#sdk::__private::combining::<#vt, _, _>(__within, move |__a, __b| #call))
+                            ::core::result::Result::Ok(#sdk::__private::combining::<#vt, _, _>(move |__a, __b| #call))
                         }
                         impl #sdk::__private::Stage for __Stage {
                             const FOLDS: bool = true;
                             fn after<__F: #sdk::__private::Stage>(__input: #sdk::Records<'_>, __first: &#sdk::RawParams<'_>, __raw: &#sdk::RawParams<'_>, __out: &mut #sdk::Batch) -> ::core::result::Result<(), #sdk::__private::FusedError> {
-                                let __fold = __combining(__raw, #sdk::__private::data_of(&__input)).map_err(|__e| #sdk::__private::FusedError { stage: 1, error: __e })?;
+                                let __fold = __combining(__raw).map_err(|__e| #sdk::__private::FusedError { stage: 1, error: __e })?;
                                 #sdk::__private::run_fused::<__F, _>(__input, __first, __fold, __out)
+                            }
+                            fn start_after<__F: #sdk::__private::Stage>(__first: &#sdk::RawParams<'_>, __raw: &#sdk::RawParams<'_>) -> ::core::result::Result<::std::boxed::Box<dyn #sdk::Pieces>, #sdk::__private::FusedError> {
+                                let __fold = __combining(__raw).map_err(|__e| #sdk::__private::FusedError { stage: 1, error: __e })?;
+                                ::core::result::Result::Ok(#sdk::__private::start_fused::<__F, _>(__first, __fold))
                             }
                         }
                     });
                     quote! {
                         #run
                         fn __combiner(__raw: &#sdk::RawParams<'_>) -> ::core::result::Result<::std::boxed::Box<dyn #sdk::Combine>, #sdk::OpError> {
-                            ::core::result::Result::Ok(::std::boxed::Box::new(__combining(__raw, &[])?))
+                            ::core::result::Result::Ok(::std::boxed::Box::new(__combining(__raw)?))
                         }
                         #sdk::Runner::Reduce(__run, __combiner)
                     }
