@@ -96,6 +96,23 @@ impl<'a> Words<'a> {
         true
     }
 
+    /// Moves to the next window with a word start; false past the end.
+    #[inline(always)]
+    fn advance_to_start(&mut self) -> bool {
+        self.advance() && (self.starts != 0 || self.skip_blank())
+    }
+
+    /// Moves past windows with no word start (out of line: rare).
+    #[inline(never)]
+    fn skip_blank(&mut self) -> bool {
+        while self.starts == 0 {
+            if !self.advance() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Where the word that starts in the current window ends, when it runs
     /// past the window (out of line: words are short).
     #[inline(never)]
@@ -116,10 +133,10 @@ impl<'a> Iterator for Words<'a> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<&'a str> {
-        while self.starts == 0 {
-            if !self.advance() {
-                return None;
-            }
+        // No loop here (in Wasm entering a loop checks the call's
+        // deadline): a window with no word start is rare.
+        if self.starts == 0 && !self.advance_to_start() {
+            return None;
         }
         let i = self.starts.trailing_zeros();
         self.starts &= self.starts - 1;
@@ -236,6 +253,17 @@ mod tests {
             "héllo wörld  ünïcode",
         ] {
             check(s);
+        }
+        // Whole 64-byte windows with no word start, one or several in a
+        // row, before, between and after words.
+        for (a, b, c) in [(64, 1, 0), (130, 64, 64), (63, 129, 200), (0, 192, 1)] {
+            check(&format!(
+                "{}x{}yz{}",
+                " ".repeat(a),
+                "\t".repeat(b),
+                "\n".repeat(c)
+            ));
+            check(&format!("{}{}", "w".repeat(a + 1), " ".repeat(b + c)));
         }
         // Words and gaps of every length around the 16- and 64-byte
         // edges, from a seeded generator.
