@@ -99,30 +99,43 @@ impl<'a> Words<'a> {
     /// Moves to the next window with a word start; false past the end.
     #[inline(always)]
     fn advance_to_start(&mut self) -> bool {
-        self.advance() && (self.starts != 0 || self.skip_blank())
+        self.advance() && (self.starts != 0 || self.out_of_line(Self::skip_blank))
+    }
+
+    /// Runs a rare step out of line on a copy of `self`, then takes the
+    /// copy back: `self` itself never has its address taken, so it stays
+    /// in locals (in Wasm, a struct whose address escapes lives on the
+    /// shadow stack in linear memory, and every use of a field is a load).
+    #[inline(always)]
+    fn out_of_line<R>(&mut self, step: fn(Self) -> (Self, R)) -> R {
+        let (w, r) = step(self.clone());
+        *self = w;
+        r
     }
 
     /// Moves past windows with no word start (out of line: rare).
     #[inline(never)]
-    fn skip_blank(&mut self) -> bool {
+    fn skip_blank(mut self) -> (Self, bool) {
         while self.starts == 0 {
             if !self.advance() {
-                return false;
+                return (self, false);
             }
         }
-        true
+        (self, true)
     }
 
     /// Where the word that starts in the current window ends, when it runs
     /// past the window (out of line: words are short).
     #[inline(never)]
-    fn end_after(&mut self) -> usize {
+    fn end_after(mut self) -> (Self, usize) {
         loop {
             if !self.advance() {
-                return self.s.len();
+                let end = self.s.len();
+                return (self, end);
             }
             if self.ws != 0 {
-                return self.base + self.ws.trailing_zeros() as usize;
+                let end = self.base + self.ws.trailing_zeros() as usize;
+                return (self, end);
             }
         }
     }
@@ -147,7 +160,7 @@ impl<'a> Iterator for Words<'a> {
         let end = if after != 0 {
             start + after.trailing_zeros() as usize
         } else {
-            self.end_after()
+            self.out_of_line(Self::end_after)
         };
         debug_assert!(start < end && end <= self.s.len());
         debug_assert!(self.s.is_char_boundary(start) && self.s.is_char_boundary(end));
