@@ -291,6 +291,16 @@ impl Grep {
             .expect("wasm grep")
     }
 
+    /// The Wasm operator with the partition's pages lent to the guest
+    /// instead of copied into it (one fresh instance, one `filter-lent` call
+    /// per 8 MiB window). Linux only.
+    #[cfg(target_os = "linux")]
+    pub fn wasm_lent(&self, input: &mut dstream_wasm::PagedBatch) -> Batch {
+        self.plugin
+            .filter_lent("grep", &self.params, input)
+            .expect("wasm grep, lent input")
+    }
+
     /// The same operator compiled natively, through the SDK.
     pub fn native(&self, input: &Batch) -> dstream_sdk::Batch {
         grep::PLUGIN
@@ -329,6 +339,15 @@ impl Grep {
                 (&native.data[..], &native.bounds[..]),
                 "grep partition {i}: wasm and native differ"
             );
+            #[cfg(target_os = "linux")]
+            {
+                let mut paged = dstream_wasm::PagedBatch::new(p).expect("pages for a partition");
+                assert_eq!(
+                    self.wasm_lent(&mut paged),
+                    wasm,
+                    "grep partition {i}: wasm with lent and with copied input differ"
+                );
+            }
             kept += wasm.len();
         }
         assert!(kept > 0, "the pattern never matched");

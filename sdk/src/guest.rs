@@ -1,7 +1,7 @@
 //! The Wasm side: bindings to the WIT contract and the glue that the
 //! [`plugin!`](crate::plugin) macro exports. Compiled for `wasm32` only.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Once;
 
 use crate::batch::{Batch, Records};
@@ -36,6 +36,8 @@ pub type WitBatch = wit::Batch;
 pub type WitError = wit::OpError;
 /// What `describe` returns.
 pub type WitInfo = wit::PluginInfo;
+/// What `lend` returns.
+pub type WitRegion = wit::Region;
 
 static PANIC_HOOK: Once = Once::new();
 
@@ -167,6 +169,71 @@ pub fn filter(
         .map_err(lower)
 }
 
+/// Alignment and granule of a region set aside by `lend` (a Wasm page).
+const LEND_ALIGN: usize = 64 << 10;
+
+thread_local! {
+    /// The region `lend` set aside in this instance: its address and length
+    /// (0 before the first `lend`). Never freed: the instance goes after the
+    /// call it serves.
+    static REGION: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// `lend`: sets aside (or reuses) a region of at least `bytes` bytes, zeroed,
+/// 64 KiB-aligned, and says where it is. Zeroed memory fresh from
+/// `memory.grow` is not written, so the host finds its pages untouched.
+pub fn lend(bytes: u32) -> WitRegion {
+    install_panic_hook();
+    let want = (bytes as usize)
+        .next_multiple_of(LEND_ALIGN)
+        .max(LEND_ALIGN);
+    let (mut at, mut len) = REGION.get();
+    if len < want {
+        let layout = std::alloc::Layout::from_size_align(want, LEND_ALIGN)
+            .expect("a region within the 32-bit address space");
+        // SAFETY: `layout` has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        (at, len) = (p as usize, want);
+        REGION.set((at, len));
+    }
+    // Two empty lists marking the region's ends: wit-bindgen lowers a Vec
+    // as its pointer and length, and frees nothing of capacity 0.
+    // SAFETY: capacity 0 (nothing is ever read, written or freed through
+    // these), pointers non-null and aligned for u8.
+    let mark = |p: usize| unsafe { Vec::from_raw_parts(p as *mut u8, 0, 0) };
+    WitRegion {
+        start: mark(at),
+        end: mark(at + len),
+    }
+}
+
+/// `filter-lent`: `filter` over the records the host lent into the region.
+pub fn filter_lent(
+    p: &Plugin,
+    op: String,
+    params: WitParams,
+    at: u32,
+    bounds: Vec<u32>,
+) -> Result<Vec<u32>, WitError> {
+    install_panic_hook();
+    let (base, len) = REGION.get();
+    let start = at as usize;
+    let end = start + bounds.last().copied().unwrap_or(0) as usize;
+    if base == 0 || end > len {
+        return Err(lower(OpError::new(format!(
+            "lent input {start}..{end} is not inside the region set aside by `lend` ({len} bytes)"
+        ))));
+    }
+    // SAFETY: `base..base + len` is the zeroed allocation made by `lend`,
+    // never freed, into which the host has lent the input; it is only read.
+    let data = unsafe { std::slice::from_raw_parts((base + start) as *const u8, end - start) };
+    p.select(&op, &RawParams::new(&params), Records::new(data, &bounds))
+        .map_err(lower)
+}
+
 /// `inverse`, `update-state`.
 pub fn two(
     p: &Plugin,
@@ -264,6 +331,12 @@ macro_rules! __export_guest {
             }
             fn filter(op: String, params: __P, input: __B) -> Result<Vec<u32>, __E> {
                 $crate::__private::filter(&$plugin, op, params, input)
+            }
+            fn lend(bytes: u32) -> $crate::__private::WitRegion {
+                $crate::__private::lend(bytes)
+            }
+            fn filter_lent(op: String, params: __P, at: u32, bounds: Vec<u32>) -> Result<Vec<u32>, __E> {
+                $crate::__private::filter_lent(&$plugin, op, params, at, bounds)
             }
             fn reduce(op: String, params: __P, input: __B) -> Result<__B, __E> {
                 $crate::__private::one(&$plugin, __K::Reduce, op, params, input)

@@ -11,7 +11,7 @@
 //! variants are checked to be identical.
 //!
 //! `--only VARIANT` runs one variant only, `N` times (for `perf`): one of
-//! `grep-wasm`, `grep-native`, `grep-hand`, `wordcount-wasm`,
+//! `grep-wasm`, `grep-wasm-lent` (Linux), `grep-native`, `grep-hand`, `wordcount-wasm`,
 //! `wordcount-native`, `wordcount-hand`, `grep-empty`, `wordcount-empty`;
 //! or, on two threads at once (each over half the partitions),
 //! `wordcount-wasm-2`, `wordcount-native-2`, `grep-wasm-2`.
@@ -132,7 +132,7 @@ struct Args {
     /// Run one variant only, RUNS times (for `perf`); the `-2` variants run
     /// on two threads at once, each over half the partitions.
     #[arg(long, value_name = "VARIANT", value_parser = [
-        "grep-wasm", "grep-native", "grep-hand", "wordcount-wasm", "wordcount-native",
+        "grep-wasm", "grep-wasm-lent", "grep-native", "grep-hand", "wordcount-wasm", "wordcount-native",
         "wordcount-hand", "grep-empty", "wordcount-empty", "wordcount-wasm-2",
         "wordcount-native-2", "grep-wasm-2",
     ])]
@@ -218,6 +218,22 @@ fn main() {
 
     let empty = Batch::new();
     let each = |f: &dyn Fn(&Batch)| parts.iter().for_each(f);
+    // Lent input: the same partitions in pages of their own, made before
+    // any timing (a source would fill them in place of a `Batch`).
+    #[cfg(target_os = "linux")]
+    let mut paged = paged(&parts);
+    #[cfg(target_os = "linux")]
+    let mut grep_lent = Some(Variant::new(
+        "grep / wasm, input pages lent",
+        RECORDS,
+        || {
+            paged
+                .iter_mut()
+                .for_each(|p| drop(black_box(grep.wasm_lent(p))))
+        },
+    ));
+    #[cfg(not(target_os = "linux"))]
+    let mut grep_lent: Option<Variant<'_>> = None;
     let mut variants = [
         Variant::new("grep / wasm (1 instance per partition)", RECORDS, || {
             each(&|p| drop(black_box(grep.wasm(p))))
@@ -261,7 +277,7 @@ fn main() {
         }),
     ];
     for _ in 0..runs {
-        for v in &mut variants {
+        for v in variants.iter_mut().chain(grep_lent.as_mut()) {
             v.round();
         }
     }
@@ -281,14 +297,13 @@ fn main() {
     ] = &variants;
 
     header(&format!("variant ({RECORDS} records)"), "records/s");
-    for v in [
-        grep_wasm,
+    for v in [grep_wasm].into_iter().chain(grep_lent.as_ref()).chain([
         grep_native,
         grep_hand,
         wc_wasm,
         wc_native,
         wc_hand,
-    ] {
+    ]) {
         v.print();
     }
     println!();
@@ -331,6 +346,13 @@ fn main() {
         "  grep       wasm/native            {g_native:>7.3}   (target >= {GREP_TARGET}: {})",
         verdict(g_native, GREP_TARGET)
     );
+    if let Some(lent) = &grep_lent {
+        let g_lent = ratio(lent, grep_native);
+        println!(
+            "  grep       wasm lent/native       {g_lent:>7.3}   (target >= {GREP_TARGET}: {})",
+            verdict(g_lent, GREP_TARGET)
+        );
+    }
     println!(
         "  grep       wasm/hand-written      {:>7.3}",
         ratio(grep_wasm, grep_hand)
@@ -362,6 +384,15 @@ fn main() {
     println!("load average after: {}", load_average());
 }
 
+/// `parts` copied into pages of their own, for lending.
+#[cfg(target_os = "linux")]
+fn paged(parts: &[Batch]) -> Vec<dstream_wasm::PagedBatch> {
+    parts
+        .iter()
+        .map(|p| dstream_wasm::PagedBatch::new(p).expect("pages for a partition"))
+        .collect()
+}
+
 /// Runs `f` over the first half of `parts` on one thread and over the
 /// second half on another, at once.
 fn halves(parts: &[Batch], f: &(dyn Fn(&Batch) + Sync)) {
@@ -380,7 +411,13 @@ fn profile(variant: &str, runs: usize, instances: u32) {
     let wordcount = WordCount::new(&runtime);
     let empty = Batch::new();
     let each = |f: &dyn Fn(&Batch)| parts.iter().for_each(f);
+    #[cfg(target_os = "linux")]
+    let mut paged = paged(&parts);
     let mut v = Variant::new("", RECORDS, || match variant {
+        #[cfg(target_os = "linux")]
+        "grep-wasm-lent" => paged
+            .iter_mut()
+            .for_each(|p| drop(black_box(grep.wasm_lent(p)))),
         "grep-wasm" => each(&|p| drop(black_box(grep.wasm(p)))),
         "grep-native" => each(&|p| drop(black_box(grep.native(p)))),
         "grep-hand" => each(&|p| drop(black_box(grep.by_hand(p)))),

@@ -66,6 +66,17 @@ pub fn chatty(line: &str) -> String {
     line.to_string()
 }
 
+/// Writes into its input (which a host may have lent read-only) and keeps
+/// every line.
+#[dstream::filter]
+pub fn scribble(line: &[u8]) -> bool {
+    if !line.is_empty() {
+        // SAFETY: none; a hostile plugin writing through a shared borrow.
+        unsafe { std::ptr::write_volatile(line.as_ptr().cast_mut(), b'#') };
+    }
+    true
+}
+
 /// Returns a filter selection that is out of order (the host must reject it).
 /// Built by hand: the attributes cannot produce a bad selection.
 pub mod bad_select {
@@ -90,4 +101,4 @@ pub mod bad_select {
     }
 }
 
-dstream::plugin!(spin, hog, trap, boom, fail, chatty, bad_select);
+dstream::plugin!(spin, hog, trap, boom, fail, chatty, scribble, bad_select);

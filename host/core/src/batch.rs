@@ -154,18 +154,25 @@ impl Batch {
     /// A new batch with the records at `indices` (ascending, in range), as
     /// returned by a filter operator.
     pub fn select(&self, indices: &[u32]) -> Result<Batch, Error> {
+        Self::select_from(&self.data, &self.bounds, indices)
+    }
+
+    /// [`select`](Self::select) over records held elsewhere as `data` and
+    /// `bounds` (laid out as in a batch, and valid: the caller's invariant).
+    pub fn select_from(data: &[u8], bounds: &[u32], indices: &[u32]) -> Result<Batch, Error> {
+        let len = bounds.len() / 2;
         let mut out = Batch::with_capacity(indices.len(), 0);
         let mut prev: Option<u32> = None;
         for &i in indices {
-            if i as usize >= self.len() || prev.is_some_and(|p| p >= i) {
+            if i as usize >= len || prev.is_some_and(|p| p >= i) {
                 return Err(Error::BadBatch(format!(
-                    "selection index {i} out of order or out of range (batch of {})",
-                    self.len()
+                    "selection index {i} out of order or out of range (batch of {len})"
                 )));
             }
             prev = Some(i);
-            let (k, v) = self.get(i as usize);
-            out.push(k, v);
+            let i = 2 * i as usize;
+            let [k, v, e] = [bounds[i], bounds[i + 1], bounds[i + 2]].map(|b| b as usize);
+            out.push(&data[k..v], &data[v..e]);
         }
         Ok(out)
     }
@@ -187,16 +194,23 @@ impl Batch {
     /// Consecutive ranges of records covering the batch, each holding at most
     /// `max_bytes` of keys and values (a record larger than that alone).
     pub fn cuts(&self, max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+        Self::cuts_of(&self.bounds, max_bytes)
+    }
+
+    /// [`cuts`](Self::cuts) of the records whose `bounds` (laid out as in a
+    /// batch) are given.
+    pub fn cuts_of(bounds: &[u32], max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+        let len = bounds.len() / 2;
         let mut out = Vec::new();
         let mut start = 0;
-        while start < self.len() {
-            let base = self.bounds[2 * start] as usize;
+        while start < len {
+            let base = bounds[2 * start] as usize;
             // The last record ending within the budget, at least one record
             // (record e - 1 ends at bounds[2e], ascending: a binary search).
-            let (mut lo, mut hi) = (start + 1, self.len());
+            let (mut lo, mut hi) = (start + 1, len);
             while lo < hi {
                 let mid = lo + (hi - lo).div_ceil(2);
-                if self.bounds[2 * mid] as usize - base <= max_bytes {
+                if bounds[2 * mid] as usize - base <= max_bytes {
                     lo = mid;
                 } else {
                     hi = mid - 1;

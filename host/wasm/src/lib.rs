@@ -31,13 +31,17 @@
 
 mod error;
 mod host;
+#[cfg(target_os = "linux")]
+mod lend;
 mod plugin;
 mod runtime;
 
 pub use error::Error;
 pub use host::GUEST_LOG_TARGET;
+#[cfg(target_os = "linux")]
+pub use lend::PagedBatch;
 pub use plugin::{PIECE_BYTES, Plugin, Stage};
 pub use runtime::{Cancel, Limits, Runtime};
 
 /// The version of the `dstream:plugin` WIT package this host speaks.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.2.1";

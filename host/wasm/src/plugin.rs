@@ -170,6 +170,16 @@ pub struct Stage {
 }
 
 type Params = [(String, String)];
+
+/// What `lend` returns: empty lists at a region's two ends; their addresses
+/// are lifted (and checked to be inside the instance's memory), not copied.
+#[cfg(target_os = "linux")]
+#[derive(ComponentType, Lift)]
+#[component(record)]
+struct Region {
+    start: wasmtime::component::WasmList<u8>,
+    end: wasmtime::component::WasmList<u8>,
+}
 type BatchResult = (Result<wit::Batch, wit::OpError>,);
 
 /// A validated, compiled plugin. Every call runs in a fresh instance (taken
@@ -630,6 +640,83 @@ impl Plugin {
             operator: op.to_string(),
             message: e.to_string(),
         })
+    }
+
+    /// [`filter`](Self::filter) over a partition whose pages are lent to
+    /// the guest rather than copied into it (see [`PagedBatch`]): for each
+    /// window of up to 8 MiB of records, the pages move into a region the
+    /// guest set aside, read-only, and back out after the call. The output
+    /// is the same as `filter`'s. A plugin built for contract 0.2.0 (no
+    /// `lend`) is given a copy, as by `filter`. Linux only.
+    ///
+    /// Needs `&mut` because the pages are away during the call.
+    #[cfg(target_os = "linux")]
+    pub fn filter_lent(
+        &self,
+        op: &str,
+        params: &Params,
+        input: &mut crate::PagedBatch,
+    ) -> Result<Batch, Error> {
+        use crate::lend::{LEND_ALIGN, page_size_fits};
+        self.check(op, &[OperatorKind::Filter], params)?;
+        let Some((lend_idx, filter_idx)) = &self.exports.lending else {
+            return self.filter(op, params, &input.to_batch());
+        };
+        if !page_size_fits() || input.data().len() > u32::MAX as usize / 2 {
+            return self.filter(op, params, &input.to_batch());
+        }
+        let windows = input.windows();
+        let region_len = windows.iter().map(|w| w.pages.len()).max().unwrap_or(0);
+        let region_len = region_len.max(LEND_ALIGN);
+        let bad = |message: String| Error::BadOutput {
+            plugin: self.name.clone(),
+            operator: op.to_string(),
+            message,
+        };
+        let mut keep = Vec::new();
+        self.in_instance(op, |call| {
+            let lend = call.func::<(u32,), (Region,)>(lend_idx)?;
+            type Kept = (Result<Vec<u32>, wit::OpError>,);
+            let filter = call.func::<(&str, &Params, u32, &[u32]), Kept>(filter_idx)?;
+            let (region,) = call.call(&lend, (region_len as u32,))?;
+            let store = &*call.store();
+            let start = region.start.as_le_slice(store).as_ptr() as usize;
+            let end = region.end.as_le_slice(store).as_ptr() as usize;
+            if end.checked_sub(start) != Some(region_len) || !start.is_multiple_of(LEND_ALIGN) {
+                return Err(bad(format!(
+                    "`lend({region_len})` gave a region of {} bytes at wasm address {:#x} (64 KiB-aligned: {})",
+                    end.wrapping_sub(start),
+                    start % (1 << 32),
+                    start.is_multiple_of(LEND_ALIGN)
+                )));
+            }
+            let guest = std::ptr::NonNull::new(start as *mut u8).expect("inside a memory");
+            for w in &windows {
+                call.check_cancelled()?;
+                let b = &input.bounds()[2 * w.records.start..=2 * w.records.end];
+                let bounds: Vec<u32> = b.iter().map(|x| x - b[0]).collect();
+                // SAFETY: `guest` starts a region of `region_len >=
+                // w.pages.len()` bytes inside this instance's memory (checked
+                // above), aligned, set aside by the guest and never written
+                // by it; the memory cannot move (`memory_may_move(false)`)
+                // and outlives `lent`, dropped below before the next window.
+                let lent = unsafe { input.lend(w, guest) }?;
+                let r = call.call(&filter, (op, params, w.at as u32, &bounds));
+                drop(lent);
+                let (r,) = r?;
+                let first = w.records.start as u32;
+                let kept = r.map_err(|e| self.op_error(op, in_partition(e, first)))?;
+                let n = w.records.len() as u32;
+                if let Some(i) = kept.iter().find(|i| **i >= n) {
+                    return Err(bad(format!(
+                        "selection index {i} out of range (a call over {n} records)"
+                    )));
+                }
+                keep.extend(kept.into_iter().map(|i| i + first));
+            }
+            Ok(())
+        })?;
+        input.select(&keep).map_err(|e| bad(e.to_string()))
     }
 
     /// Record `i` of the output is the inverse `op` of `current[i]` and

@@ -116,7 +116,10 @@ impl Runtime {
             // Determinism: the same input gives the same bytes anywhere.
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            // A lent region's address must hold for the call (see lend.rs):
+            // pool memories never move, and this makes it a guarantee.
+            .memory_may_move(false);
         // `perf record` can name the JIT-compiled functions of plugins when
         // DSTREAM_WASM_PERFMAP is set (wasmtime writes /tmp/perf-PID.map).
         // With the `profiling` feature, DSTREAM_WASM_PERFMAP=jitdump writes
@@ -402,6 +405,8 @@ pub(crate) struct Exports {
     pub(crate) feed_new: ComponentExportIndex,
     pub(crate) feed_push: ComponentExportIndex,
     pub(crate) feed_finish: ComponentExportIndex,
+    /// `lend` and `filter-lent`, when the plugin has them (contract 0.2.1).
+    pub(crate) lending: Option<(ComponentExportIndex, ComponentExportIndex)>,
 }
 
 /// `(major, minor, patch)` of `name@x.y.z`.
@@ -511,6 +516,9 @@ fn check_world(
         feed_new: func("[constructor]feed")?,
         feed_push: func("[method]feed.push")?,
         feed_finish: func("[method]feed.finish")?,
+        lending: component
+            .get_export_index(Some(&iface_idx), "lend")
+            .zip(component.get_export_index(Some(&iface_idx), "filter-lent")),
     })
 }
 

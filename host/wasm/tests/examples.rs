@@ -376,10 +376,12 @@ fn grep_keeps_exactly_the_lines_containing_the_pattern() {
     let grep = load(&rt, "grep", dstream_artifacts::GREP);
     let text = lines(3, 20_000);
     let input = batch_of(&text);
+    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
     assert!(input.byte_len() > 2 * dstream_wasm::PIECE_BYTES);
     for pattern in ["needle", "é", "a", "stream batch", "absent-pattern"] {
         let params = [("pattern".to_string(), pattern.to_string())];
         let kept = grep.filter("grep", &params, &input).unwrap();
+        assert_eq!(grep.filter_lent("grep", &params, &mut paged).unwrap(), kept);
         let expected: Vec<&str> = text
             .iter()
             .map(String::as_str)
@@ -446,7 +448,14 @@ fn grep_finds_the_pattern_wherever_it_lies() {
         input.push(&key, &value);
         values.push(value);
     }
+    // Enough long values after them for more than one window to lend.
+    while input.byte_len() <= 9 << 20 {
+        let value = text(2 * dstream_wasm::PIECE_BYTES as u64 / 3, &mut rng);
+        input.push(b"", &value);
+        values.push(value);
+    }
     assert!(input.byte_len() > 4 * dstream_wasm::PIECE_BYTES);
+    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
     let long = "needle ".repeat(12);
     for pattern in [
         "needle",
@@ -470,7 +479,12 @@ fn grep_finds_the_pattern_wherever_it_lies() {
             "{pattern:?} never occurs"
         );
         assert_eq!(kept, expected, "pattern {pattern:?}");
+        // Lent instead of copied: windows of up to 8 MiB, each starting
+        // inside a 64 KiB page, the same records kept.
+        let lent = grep.filter_lent("grep", &params, &mut paged).unwrap();
+        assert_eq!(lent, expected, "lent, pattern {pattern:?}");
     }
+    assert_eq!(paged.to_batch(), input, "the lent pages came back intact");
 }
 
 #[test]

@@ -133,6 +133,35 @@ fn a_trap_is_a_typed_error() {
     still_healthy(&rt, &h);
 }
 
+/// Lent pages are read-only in the sandbox: a plugin storing into its input
+/// traps (copied, the same store only changes the guest's copy), the
+/// partition comes back unchanged, and the next lent call runs.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_store_into_lent_input_traps_and_changes_nothing() {
+    let rt = Runtime::new(limits()).unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    let input = lines(&["one", "two", "three"]);
+    assert_eq!(h.filter("scribble", &[], &input).unwrap(), input);
+    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    let e = h.filter_lent("scribble", &[], &mut paged).unwrap_err();
+    match &e {
+        Error::Trap { operator, trap, .. } => {
+            assert_eq!(operator, "scribble");
+            assert!(trap.contains("out of bounds memory access"), "{trap}");
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+    assert_eq!(paged.to_batch(), input);
+    let grep = load(&rt, "grep", dstream_artifacts::GREP);
+    let params = [("pattern".to_string(), "t".to_string())];
+    for _ in 0..3 {
+        let kept = grep.filter_lent("grep", &params, &mut paged).unwrap();
+        assert_eq!(kept, lines(&["two", "three"]));
+    }
+    still_healthy(&rt, &h);
+}
+
 #[test]
 fn a_panic_reports_its_message() {
     let rt = Runtime::new(limits()).unwrap();
@@ -292,7 +321,7 @@ fn bad_components_are_refused_at_load() {
             wat(
                 "(component (instance $i) (export \"dstream:plugin/operators@0.3.0\" (instance $i)))",
             ),
-            "plugin `future` was built for dstream:plugin@0.3.0, but this host speaks @0.2.0",
+            "plugin `future` was built for dstream:plugin@0.3.0, but this host speaks @0.2.1",
         ),
         (
             // The contract before `feed`.
@@ -300,7 +329,7 @@ fn bad_components_are_refused_at_load() {
             wat(
                 "(component (instance $i) (export \"dstream:plugin/operators@0.1.0\" (instance $i)))",
             ),
-            "plugin `past` was built for dstream:plugin@0.1.0, but this host speaks @0.2.0",
+            "plugin `past` was built for dstream:plugin@0.1.0, but this host speaks @0.2.1",
         ),
     ];
     for (name, bytes, want) in cases {
