@@ -179,9 +179,11 @@ thread_local! {
     static REGION: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
-/// `lend`: sets aside (or reuses) a region of at least `bytes` bytes, zeroed,
-/// 64 KiB-aligned, and says where it is. Zeroed memory fresh from
-/// `memory.grow` is not written, so the host finds its pages untouched.
+/// `lend`: sets aside (or reuses) a region of at least `bytes` bytes and
+/// says where it is. The region is grown for it (`memory.grow`), outside
+/// the allocator's heap: 64 KiB-aligned, zero, and never written, so the
+/// host finds no page of it in use (zeroing it through the allocator
+/// would fault every page in, only for the host to replace them).
 pub fn lend(bytes: u32) -> WitRegion {
     install_panic_hook();
     let want = (bytes as usize)
@@ -189,14 +191,13 @@ pub fn lend(bytes: u32) -> WitRegion {
         .max(LEND_ALIGN);
     let (mut at, mut len) = REGION.get();
     if len < want {
-        let layout = std::alloc::Layout::from_size_align(want, LEND_ALIGN)
-            .expect("a region within the 32-bit address space");
-        // SAFETY: `layout` has a non-zero size.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        if p.is_null() {
+        let prev = core::arch::wasm32::memory_grow(0, want / LEND_ALIGN);
+        if prev == usize::MAX {
+            let layout = std::alloc::Layout::from_size_align(want, LEND_ALIGN)
+                .expect("a region within the 32-bit address space");
             std::alloc::handle_alloc_error(layout);
         }
-        (at, len) = (p as usize, want);
+        (at, len) = (prev * LEND_ALIGN, want);
         REGION.set((at, len));
     }
     // Two empty lists marking the region's ends: wit-bindgen lowers a Vec
@@ -227,8 +228,8 @@ pub fn filter_lent(
             "lent input {start}..{end} is not inside the region set aside by `lend` ({len} bytes)"
         ))));
     }
-    // SAFETY: `base..base + len` is the zeroed allocation made by `lend`,
-    // never freed, into which the host has lent the input; it is only read.
+    // SAFETY: `base..base + len` is the memory grown by `lend`, owned by
+    // nothing else, into which the host has lent the input; it is only read.
     let data = unsafe { std::slice::from_raw_parts((base + start) as *const u8, end - start) };
     p.select(&op, &RawParams::new(&params), Records::new(data, &bounds))
         .map_err(lower)
