@@ -650,6 +650,8 @@ impl Plugin {
     /// `lend`) is given a copy, as by `filter`. Linux only.
     ///
     /// Needs `&mut` because the pages are away during the call.
+    ///
+    /// [`PagedBatch`]: crate::PagedBatch
     #[cfg(target_os = "linux")]
     pub fn filter_lent(
         &self,
@@ -657,66 +659,102 @@ impl Plugin {
         params: &Params,
         input: &mut crate::PagedBatch,
     ) -> Result<Batch, Error> {
-        use crate::lend::{LEND_ALIGN, page_size_fits};
         self.check(op, &[OperatorKind::Filter], params)?;
-        let Some((lend_idx, filter_idx)) = &self.exports.lending else {
+        let Some(lending) = self.lending(input) else {
             return self.filter(op, params, &input.to_batch());
-        };
-        if !page_size_fits() || input.data().len() > u32::MAX as usize / 2 {
-            return self.filter(op, params, &input.to_batch());
-        }
-        let windows = input.windows();
-        let region_len = windows.iter().map(|w| w.pages.len()).max().unwrap_or(0);
-        let region_len = region_len.max(LEND_ALIGN);
-        let bad = |message: String| Error::BadOutput {
-            plugin: self.name.clone(),
-            operator: op.to_string(),
-            message,
         };
         let mut keep = Vec::new();
         self.in_instance(op, |call| {
-            let lend = call.func::<(u32,), (Region,)>(lend_idx)?;
             type Kept = (Result<Vec<u32>, wit::OpError>,);
-            let filter = call.func::<(&str, &Params, u32, &[u32]), Kept>(filter_idx)?;
-            let (region,) = call.call(&lend, (region_len as u32,))?;
-            let store = &*call.store();
-            let start = region.start.as_le_slice(store).as_ptr() as usize;
-            let end = region.end.as_le_slice(store).as_ptr() as usize;
-            if end.checked_sub(start) != Some(region_len) || !start.is_multiple_of(LEND_ALIGN) {
-                return Err(bad(format!(
-                    "`lend({region_len})` gave a region of {} bytes at wasm address {:#x} (64 KiB-aligned: {})",
-                    end.wrapping_sub(start),
-                    start % (1 << 32),
-                    start.is_multiple_of(LEND_ALIGN)
-                )));
-            }
-            let guest = std::ptr::NonNull::new(start as *mut u8).expect("inside a memory");
-            for w in &windows {
-                call.check_cancelled()?;
-                let b = &input.bounds()[2 * w.records.start..=2 * w.records.end];
-                let bounds: Vec<u32> = b.iter().map(|x| x - b[0]).collect();
-                // SAFETY: `guest` starts a region of `region_len >=
-                // w.pages.len()` bytes inside this instance's memory (checked
-                // above), aligned, set aside by the guest and never written
-                // by it; the memory cannot move (`memory_may_move(false)`)
-                // and outlives `lent`, dropped below before the next window.
-                let lent = unsafe { input.lend(w, guest) }?;
-                let r = call.call(&filter, (op, params, w.at as u32, &bounds));
-                drop(lent);
-                let (r,) = r?;
+            let filter = call.func::<(&str, &Params, u32, &[u32]), Kept>(&lending.filter_lent)?;
+            self.each_lent(call, op, &lending.lend, input, |call, w, bounds| {
+                let (r,) = call.call(&filter, (op, params, w.at as u32, bounds))?;
                 let first = w.records.start as u32;
                 let kept = r.map_err(|e| self.op_error(op, in_partition(e, first)))?;
                 let n = w.records.len() as u32;
                 if let Some(i) = kept.iter().find(|i| **i >= n) {
-                    return Err(bad(format!(
-                        "selection index {i} out of range (a call over {n} records)"
-                    )));
+                    return Err(self.bad_output(
+                        op,
+                        format!("selection index {i} out of range (a call over {n} records)"),
+                    ));
                 }
                 keep.extend(kept.into_iter().map(|i| i + first));
-            }
-            Ok(())
+                Ok(())
+            })
         })?;
-        input.select(&keep).map_err(|e| bad(e.to_string()))
+        input
+            .select(&keep)
+            .map_err(|e| self.bad_output(op, e.to_string()))
+    }
+
+    /// The plugin's lending exports, if it has them and `input` can be lent
+    /// (host pages that divide 64 KiB, offsets that fit the contract's u32).
+    #[cfg(target_os = "linux")]
+    fn lending(&self, input: &crate::PagedBatch) -> Option<&crate::runtime::Lending> {
+        let fits = crate::lend::page_size_fits() && input.data().len() <= u32::MAX as usize / 2;
+        self.exports.lending.as_ref().filter(|_| fits)
+    }
+
+    fn bad_output(&self, op: &str, message: String) -> Error {
+        Error::BadOutput {
+            plugin: self.name.clone(),
+            operator: op.to_string(),
+            message,
+        }
+    }
+
+    /// Asks the guest (`lend`) for a region as big as the largest window of
+    /// `input`, then runs `each` once per window with the window's pages
+    /// moved into that region and its bounds (from 0), taking the pages
+    /// back after each call.
+    #[cfg(target_os = "linux")]
+    fn each_lent(
+        &self,
+        call: &mut Call<'_>,
+        op: &str,
+        lend: &ComponentExportIndex,
+        input: &mut crate::PagedBatch,
+        mut each: impl FnMut(&mut Call<'_>, &crate::lend::Window, &[u32]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        use crate::lend::LEND_ALIGN;
+        let windows = input.windows();
+        let region_len = windows.iter().map(|w| w.pages.len()).max().unwrap_or(0);
+        let region_len = region_len.max(LEND_ALIGN);
+        let lend = call.func::<(u32,), (Region,)>(lend)?;
+        let (region,) = call.call(&lend, (region_len as u32,))?;
+        let store = &*call.store();
+        // Lifting the lists checked that both lie inside this instance's
+        // memory, so the region between them does too.
+        let start = region.start.as_le_slice(store).as_ptr() as usize;
+        let end = region.end.as_le_slice(store).as_ptr() as usize;
+        if end.checked_sub(start) != Some(region_len) || !start.is_multiple_of(LEND_ALIGN) {
+            return Err(self.bad_output(
+                op,
+                format!(
+                    "`lend({region_len})` gave a region of {} bytes at wasm address {:#x} (64 KiB-aligned: {})",
+                    end.wrapping_sub(start),
+                    start % (1 << 32),
+                    start.is_multiple_of(LEND_ALIGN)
+                ),
+            ));
+        }
+        let guest = std::ptr::NonNull::new(start as *mut u8).expect("inside a memory");
+        for w in &windows {
+            call.check_cancelled()?;
+            let b = &input.bounds()[2 * w.records.start..=2 * w.records.end];
+            let bounds: Vec<u32> = b.iter().map(|x| x - b[0]).collect();
+            // SAFETY: `guest` starts a region of `region_len >= w.pages.len()`
+            // bytes inside this instance's memory (checked above) and
+            // aligned. Only this instance uses that memory (a guest that
+            // lied about the region loses its own data, nothing else); it
+            // cannot move (`memory_may_move(false)`) and outlives `lent`,
+            // dropped below before the next window.
+            let lent = unsafe { input.lend(w, guest) }?;
+            let r = each(call, w, &bounds);
+            drop(lent);
+            r?;
+        }
+        Ok(())
     }
 
     /// Record `i` of the output is the inverse `op` of `current[i]` and

@@ -406,7 +406,14 @@ pub(crate) struct Exports {
     pub(crate) feed_push: ComponentExportIndex,
     pub(crate) feed_finish: ComponentExportIndex,
     /// `lend` and `filter-lent`, when the plugin has them (contract 0.2.1).
-    pub(crate) lending: Option<(ComponentExportIndex, ComponentExportIndex)>,
+    pub(crate) lending: Option<Lending>,
+}
+
+/// The exports through which a host lends input pages (contract 0.2.1).
+#[derive(Clone, Debug)]
+pub(crate) struct Lending {
+    pub(crate) lend: ComponentExportIndex,
+    pub(crate) filter_lent: ComponentExportIndex,
 }
 
 /// `(major, minor, patch)` of `name@x.y.z`.
@@ -516,9 +523,13 @@ fn check_world(
         feed_new: func("[constructor]feed")?,
         feed_push: func("[method]feed.push")?,
         feed_finish: func("[method]feed.finish")?,
-        lending: component
-            .get_export_index(Some(&iface_idx), "lend")
-            .zip(component.get_export_index(Some(&iface_idx), "filter-lent")),
+        lending: (|| {
+            let get = |name| component.get_export_index(Some(&iface_idx), name);
+            Some(Lending {
+                lend: get("lend")?,
+                filter_lent: get("filter-lent")?,
+            })
+        })(),
     })
 }
 
