@@ -1,7 +1,7 @@
 //! The Wasm side: bindings to the WIT contract and the glue that the
 //! [`plugin!`](crate::plugin) macro exports. Compiled for `wasm32` only.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::Once;
 
 use crate::batch::{Batch, Records};
@@ -172,67 +172,95 @@ pub fn filter(
 /// Alignment and granule of a region set aside by `lend` (a Wasm page).
 const LEND_ALIGN: usize = 64 << 10;
 
-thread_local! {
-    /// The region `lend` set aside in this instance: its address and length
-    /// (0 before the first `lend`). Never freed: the instance goes after the
-    /// call it serves.
-    static REGION: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+/// What `lend` set aside and took, for the `filter-lent` calls after it.
+struct Lending {
+    /// The region: address and length. Never freed: the instance goes
+    /// after the call it serves.
+    region: (usize, usize),
+    op: String,
+    params: WitParams,
+    /// The bounds of the next lent records (from `lent-bounds`).
+    bounds: Vec<u32>,
 }
 
-/// `lend`: sets aside (or reuses) a region of at least `bytes` bytes and
-/// says where it is. The region is grown for it (`memory.grow`), outside
-/// the allocator's heap: 64 KiB-aligned, zero, and never written, so the
-/// host finds no page of it in use (zeroing it through the allocator
-/// would fault every page in, only for the host to replace them).
-pub fn lend(bytes: u32) -> WitRegion {
+thread_local! {
+    static LENDING: RefCell<Option<Lending>> = const { RefCell::new(None) };
+}
+
+/// `lend`: sets aside (or reuses) a region of at least `bytes` bytes, keeps
+/// the operator and parameters, and says where the region is. The region
+/// is grown for it (`memory.grow`), outside the allocator's heap: 64
+/// KiB-aligned, zero, and never written, so the host finds no page of it
+/// in use (zeroing it through the allocator would fault every page in,
+/// only for the host to replace them).
+pub fn lend(bytes: u32, op: String, params: WitParams) -> WitRegion {
     install_panic_hook();
     let want = (bytes as usize)
         .next_multiple_of(LEND_ALIGN)
         .max(LEND_ALIGN);
-    let (mut at, mut len) = REGION.get();
-    if len < want {
-        let prev = core::arch::wasm32::memory_grow(0, want / LEND_ALIGN);
-        if prev == usize::MAX {
-            let layout = std::alloc::Layout::from_size_align(want, LEND_ALIGN)
-                .expect("a region within the 32-bit address space");
-            std::alloc::handle_alloc_error(layout);
+    LENDING.with_borrow_mut(|lending| {
+        let region = match lending.as_ref().map(|l| l.region) {
+            Some((at, len)) if len >= want => (at, len),
+            _ => {
+                let prev = core::arch::wasm32::memory_grow(0, want / LEND_ALIGN);
+                if prev == usize::MAX {
+                    let layout = std::alloc::Layout::from_size_align(want, LEND_ALIGN)
+                        .expect("a region within the 32-bit address space");
+                    std::alloc::handle_alloc_error(layout);
+                }
+                (prev * LEND_ALIGN, want)
+            }
+        };
+        *lending = Some(Lending {
+            region,
+            op,
+            params,
+            bounds: Vec::new(),
+        });
+        // Two empty lists marking the region's ends: wit-bindgen lowers a
+        // Vec as its pointer and length, and frees nothing of capacity 0.
+        // SAFETY: capacity 0 (nothing is ever read, written or freed
+        // through these), pointers non-null and aligned for u8.
+        let mark = |p: usize| unsafe { Vec::from_raw_parts(p as *mut u8, 0, 0) };
+        WitRegion {
+            start: mark(region.0),
+            end: mark(region.0 + region.1),
         }
-        (at, len) = (prev * LEND_ALIGN, want);
-        REGION.set((at, len));
-    }
-    // Two empty lists marking the region's ends: wit-bindgen lowers a Vec
-    // as its pointer and length, and frees nothing of capacity 0.
-    // SAFETY: capacity 0 (nothing is ever read, written or freed through
-    // these), pointers non-null and aligned for u8.
-    let mark = |p: usize| unsafe { Vec::from_raw_parts(p as *mut u8, 0, 0) };
-    WitRegion {
-        start: mark(at),
-        end: mark(at + len),
-    }
+    })
 }
 
-/// `filter-lent`: `filter` over the records the host lent into the region.
-pub fn filter_lent(
-    p: &Plugin,
-    op: String,
-    params: WitParams,
-    at: u32,
-    bounds: Vec<u32>,
-) -> Result<Vec<u32>, WitError> {
+/// `lent-bounds`: the bounds of the next lent records.
+pub fn lent_bounds(bounds: Vec<u32>) {
+    LENDING.with_borrow_mut(|lending| {
+        if let Some(l) = lending.as_mut() {
+            l.bounds = bounds;
+        }
+    });
+}
+
+/// `filter-lent`: `filter` over the records lent into the region from
+/// offset `at`.
+pub fn filter_lent(p: &Plugin, at: u32) -> Result<Vec<u32>, WitError> {
     install_panic_hook();
-    let (base, len) = REGION.get();
-    let start = at as usize;
-    let end = start + bounds.last().copied().unwrap_or(0) as usize;
-    if base == 0 || end > len {
-        return Err(lower(OpError::new(format!(
-            "lent input {start}..{end} is not inside the region set aside by `lend` ({len} bytes)"
-        ))));
-    }
-    // SAFETY: `base..base + len` is the memory grown by `lend`, owned by
-    // nothing else, into which the host has lent the input; it is only read.
-    let data = unsafe { std::slice::from_raw_parts((base + start) as *const u8, end - start) };
-    p.select(&op, &RawParams::new(&params), Records::new(data, &bounds))
-        .map_err(lower)
+    LENDING.with_borrow(|lending| {
+        let Some(l) = lending.as_ref() else {
+            return Err(lower(OpError::new("`filter-lent` before `lend`")));
+        };
+        let (base, len) = l.region;
+        let start = at as usize;
+        let end = start + l.bounds.last().copied().unwrap_or(0) as usize;
+        if end > len {
+            return Err(lower(OpError::new(format!(
+                "lent input {start}..{end} is not inside the region set aside by `lend` ({len} bytes)"
+            ))));
+        }
+        // SAFETY: `base..base + len` is the memory grown by `lend`, owned
+        // by nothing else, into which the host has lent the input for this
+        // call; it is only read.
+        let data = unsafe { std::slice::from_raw_parts((base + start) as *const u8, end - start) };
+        p.select(&l.op, &RawParams::new(&l.params), Records::new(data, &l.bounds))
+            .map_err(lower)
+    })
 }
 
 /// `inverse`, `update-state`.
@@ -333,11 +361,14 @@ macro_rules! __export_guest {
             fn filter(op: String, params: __P, input: __B) -> Result<Vec<u32>, __E> {
                 $crate::__private::filter(&$plugin, op, params, input)
             }
-            fn lend(bytes: u32) -> $crate::__private::WitRegion {
-                $crate::__private::lend(bytes)
+            fn lend(bytes: u32, op: String, params: __P) -> $crate::__private::WitRegion {
+                $crate::__private::lend(bytes, op, params)
             }
-            fn filter_lent(op: String, params: __P, at: u32, bounds: Vec<u32>) -> Result<Vec<u32>, __E> {
-                $crate::__private::filter_lent(&$plugin, op, params, at, bounds)
+            fn lent_bounds(bounds: Vec<u32>) {
+                $crate::__private::lent_bounds(bounds)
+            }
+            fn filter_lent(at: u32) -> Result<Vec<u32>, __E> {
+                $crate::__private::filter_lent(&$plugin, at)
             }
             fn reduce(op: String, params: __P, input: __B) -> Result<__B, __E> {
                 $crate::__private::one(&$plugin, __K::Reduce, op, params, input)

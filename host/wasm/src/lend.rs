@@ -10,14 +10,22 @@
 //! pages from a memfd instead costs a page fault per 4 KiB page, three times
 //! the copy on this machine (benches/README.md).
 //!
-//! Safety rests on four points. The region is checked to lie inside the
+//! Safety rests on five points. The region is checked to lie inside the
 //! instance's memory (two lists, checked by wasmtime like any list). Pool
 //! memories never move (`memory_may_move(false)`), so the region's address
 //! holds for the call. The pages stay read-only in the sandbox, so a plugin
 //! cannot change the partition (a store traps). And both moves keep the old
 //! range mapped (`MREMAP_DONTUNMAP`), so no other thread's mapping can land
 //! in a hole meanwhile; a failure to move the pages back aborts the process
-//! rather than leave the sandbox holding host memory.
+//! rather than leave the sandbox holding host memory. And wasmtime is built
+//! without its `memory-protection-keys` feature: moved pages keep the
+//! host's key, which under MPK striping any instance of the pool could read.
+//!
+//! Cheap lending also needs wasmtime's `pagemap_scan` reset (Linux 6.7 and
+//! later): it resets only the pages an instance wrote. Without it, the pool
+//! zeroes the first `keep_resident` bytes of a memory with memset, which
+//! faults the (empty) region back in after every call: still correct, but
+//! slower than a copy.
 
 use std::ffi::c_void;
 use std::ptr::NonNull;

@@ -660,18 +660,18 @@ impl Plugin {
         input: &mut crate::PagedBatch,
     ) -> Result<Batch, Error> {
         self.check(op, &[OperatorKind::Filter], params)?;
-        let Some(lending) = self.lending(input) else {
+        let Some(lending) = self.lending(input).filter(|_| !input.is_empty()) else {
             return self.filter(op, params, &input.to_batch());
         };
         let mut keep = Vec::new();
         self.in_instance(op, |call| {
             type Kept = (Result<Vec<u32>, wit::OpError>,);
-            let filter = call.func::<(&str, &Params, u32, &[u32]), Kept>(&lending.filter_lent)?;
-            self.each_lent(call, op, &lending.lend, input, |call, w, bounds| {
-                let (r,) = call.call(&filter, (op, params, w.at as u32, bounds))?;
-                let first = w.records.start as u32;
+            let filter = call.func::<(u32,), Kept>(&lending.filter_lent)?;
+            self.each_lent(call, op, params, lending, input, |call, w| {
+                let (first, end) = (w.records.start as u32, w.records.end as u32);
+                let (r,) = call.call(&filter, (w.at as u32,))?;
                 let kept = r.map_err(|e| self.op_error(op, in_partition(e, first)))?;
-                let n = w.records.len() as u32;
+                let n = end - first;
                 if let Some(i) = kept.iter().find(|i| **i >= n) {
                     return Err(self.bad_output(
                         op,
@@ -704,24 +704,30 @@ impl Plugin {
     }
 
     /// Asks the guest (`lend`) for a region as big as the largest window of
-    /// `input`, then runs `each` once per window with the window's pages
-    /// moved into that region and its bounds (from 0), taking the pages
-    /// back after each call.
+    /// `input`, then runs `each` once per window with the window's bounds
+    /// given (`lent-bounds`) and its pages moved into that region, taking
+    /// them back after each call. While pages are lent only calls whose
+    /// arguments are numbers may run: lowering anything else would have
+    /// wasmtime write into guest memory where the guest's `realloc` says,
+    /// which a hostile plugin could point at the read-only pages (a fault in
+    /// host code, not a trap).
     #[cfg(target_os = "linux")]
     fn each_lent(
         &self,
         call: &mut Call<'_>,
         op: &str,
-        lend: &ComponentExportIndex,
+        params: &Params,
+        lending: &crate::runtime::Lending,
         input: &mut crate::PagedBatch,
-        mut each: impl FnMut(&mut Call<'_>, &crate::lend::Window, &[u32]) -> Result<(), Error>,
+        mut each: impl FnMut(&mut Call<'_>, &crate::lend::Window) -> Result<(), Error>,
     ) -> Result<(), Error> {
         use crate::lend::LEND_ALIGN;
         let windows = input.windows();
         let region_len = windows.iter().map(|w| w.pages.len()).max().unwrap_or(0);
         let region_len = region_len.max(LEND_ALIGN);
-        let lend = call.func::<(u32,), (Region,)>(lend)?;
-        let (region,) = call.call(&lend, (region_len as u32,))?;
+        let lend = call.func::<(u32, &str, &Params), (Region,)>(&lending.lend)?;
+        let bounds_of = call.func::<(&[u32],), ()>(&lending.lent_bounds)?;
+        let (region,) = call.call(&lend, (region_len as u32, op, params))?;
         let store = &*call.store();
         // Lifting the lists checked that both lie inside this instance's
         // memory, so the region between them does too.
@@ -739,10 +745,13 @@ impl Plugin {
             ));
         }
         let guest = std::ptr::NonNull::new(start as *mut u8).expect("inside a memory");
+        let mut bounds = Vec::new();
         for w in &windows {
             call.check_cancelled()?;
             let b = &input.bounds()[2 * w.records.start..=2 * w.records.end];
-            let bounds: Vec<u32> = b.iter().map(|x| x - b[0]).collect();
+            bounds.clear();
+            bounds.extend(b.iter().map(|x| x - b[0]));
+            call.call(&bounds_of, (&bounds[..],))?;
             // SAFETY: `guest` starts a region of `region_len >= w.pages.len()`
             // bytes inside this instance's memory (checked above) and
             // aligned. Only this instance uses that memory (a guest that
@@ -750,7 +759,7 @@ impl Plugin {
             // cannot move (`memory_may_move(false)`) and outlives `lent`,
             // dropped below before the next window.
             let lent = unsafe { input.lend(w, guest) }?;
-            let r = each(call, w, &bounds);
+            let r = each(call, w);
             drop(lent);
             r?;
         }

@@ -405,7 +405,8 @@ pub(crate) struct Exports {
     pub(crate) feed_new: ComponentExportIndex,
     pub(crate) feed_push: ComponentExportIndex,
     pub(crate) feed_finish: ComponentExportIndex,
-    /// `lend` and `filter-lent`, when the plugin has them (contract 0.2.1).
+    /// `lend`, `lent-bounds` and `filter-lent`, when the plugin has them
+    /// (contract 0.2.1).
     pub(crate) lending: Option<Lending>,
 }
 
@@ -413,6 +414,7 @@ pub(crate) struct Exports {
 #[derive(Clone, Debug)]
 pub(crate) struct Lending {
     pub(crate) lend: ComponentExportIndex,
+    pub(crate) lent_bounds: ComponentExportIndex,
     pub(crate) filter_lent: ComponentExportIndex,
 }
 
@@ -527,6 +529,7 @@ fn check_world(
             let get = |name| component.get_export_index(Some(&iface_idx), name);
             Some(Lending {
                 lend: get("lend")?,
+                lent_bounds: get("lent-bounds")?,
                 filter_lent: get("filter-lent")?,
             })
         })(),

@@ -485,6 +485,12 @@ fn grep_finds_the_pattern_wherever_it_lies() {
         assert_eq!(lent, expected, "lent, pattern {pattern:?}");
     }
     assert_eq!(paged.to_batch(), input, "the lent pages came back intact");
+    // Empty, and one record smaller than a page.
+    let params = [("pattern".to_string(), "ne".to_string())];
+    for b in [Batch::new(), [("k", "a needle")].into_iter().collect()] {
+        let mut paged = dstream_wasm::PagedBatch::new(&b).unwrap();
+        assert_eq!(grep.filter_lent("grep", &params, &mut paged).unwrap(), b);
+    }
 }
 
 #[test]
