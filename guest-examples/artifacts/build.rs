@@ -11,6 +11,7 @@ const GUESTS: &[&str] = &[
     "grep",
     "topk",
     "hostile",
+    "hostile-lend",
     // Bench-only: flat buffers vs per-record lists.
     "layout-probe",
 ];

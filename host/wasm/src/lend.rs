@@ -5,10 +5,12 @@
 //! time). A [`PagedBatch`] keeps its bytes in pages of their own, read-only;
 //! for a call, the host moves those pages into a region the guest set aside
 //! (`lend` in the contract) and back out afterwards, with Linux `mremap`:
-//! page-table entries move, no byte is copied and no page faults in again
-//! (about 10 µs for 10 MB here, against ~2 ms to copy it). Mapping the same
-//! pages from a memfd instead costs a page fault per 4 KiB page, three times
-//! the copy on this machine (benches/README.md).
+//! page tables move, no byte is copied and no page faults in again.
+//! Measured without Wasm (`cargo run --release -p dstream-benches --bin
+//! lending`, benches/README.md): before a search over 10 MiB partitions,
+//! moving the pages in and back added 13-25% to the search alone, copying
+//! them 51-64%, and mapping them from a memfd (a page-table entry built per
+//! 4 KiB page on every call) 240-270%.
 //!
 //! Safety rests on five points. The region is checked to lie inside the
 //! instance's memory (two lists, checked by wasmtime like any list). Pool

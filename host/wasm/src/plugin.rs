@@ -737,10 +737,13 @@ impl Plugin {
             return Err(self.bad_output(
                 op,
                 format!(
-                    "`lend({region_len})` gave a region of {} bytes at wasm address {:#x} (64 KiB-aligned: {})",
-                    end.wrapping_sub(start),
-                    start % (1 << 32),
-                    start.is_multiple_of(LEND_ALIGN)
+                    "`lend({region_len})` gave a region of {} bytes{}",
+                    end.wrapping_sub(start) as isize,
+                    if start.is_multiple_of(LEND_ALIGN) {
+                        ""
+                    } else {
+                        ", not aligned to 64 KiB"
+                    }
                 ),
             ));
         }

@@ -162,6 +162,42 @@ fn a_store_into_lent_input_traps_and_changes_nothing() {
     still_healthy(&rt, &h);
 }
 
+/// A `lend` that lies about its region (too short, not aligned, outside
+/// the memory) is refused with a typed error naming the plugin and
+/// operator, before any page moves; the partition stays whole and the same
+/// host runs the next calls right.
+#[test]
+fn a_lying_lend_is_refused_before_any_page_moves() {
+    let rt = Runtime::new(limits()).unwrap();
+    let liar = load(&rt, "hostile-lend", dstream_artifacts::HOSTILE_LEND);
+    let input = lines(&["one", "two", "three"]);
+    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    for (op, want) in [
+        ("short", "`lend(65536)` gave a region of 32768 bytes"),
+        (
+            "unaligned",
+            "`lend(65536)` gave a region of 65536 bytes, not aligned to 64 KiB",
+        ),
+        ("outside", "out of bounds"),
+    ] {
+        let e = liar.filter_lent(op, &[], &mut paged).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("hostile-lend"), "{op}: {text}");
+        assert!(text.contains(op), "{op}: {text}");
+        assert!(text.contains(want), "{op}: {text}");
+        if op != "outside" {
+            assert!(matches!(e, Error::BadOutput { .. }), "{op}: {e:?}");
+        }
+        assert_eq!(paged.to_batch(), input, "{op}");
+        // The copying path of the same plugin is unaffected.
+        assert_eq!(liar.filter(op, &[], &input).unwrap(), input, "{op}");
+    }
+    let grep = load(&rt, "grep", dstream_artifacts::GREP);
+    let params = [("pattern".to_string(), "o".to_string())];
+    let kept = grep.filter_lent("grep", &params, &mut paged).unwrap();
+    assert_eq!(kept, lines(&["one", "two"]));
+}
+
 #[test]
 fn a_panic_reports_its_message() {
     let rt = Runtime::new(limits()).unwrap();
