@@ -1,6 +1,7 @@
 //! Criterion benches: grep and the wordcount map side over 1M records of 100
-//! bytes, as a Wasm component through the host, natively through the SDK, and
-//! as a hand-written loop; one Wasm call per record against one per
+//! bytes, as a Wasm component through the host (grep also with its input
+//! pages lent, on Linux), natively through the SDK, and as a hand-written
+//! loop; one Wasm call per record against one per
 //! partition; and the cost of a call on an empty batch (instantiation).
 //!
 //! `cargo bench -p dstream-benches --bench operators`. For the ratios in one
@@ -48,6 +49,20 @@ fn operators(c: &mut Criterion) {
     g.bench_function("wasm", |b| {
         b.iter(|| parts.iter().for_each(|p| drop(black_box(grep.wasm(p)))))
     });
+    #[cfg(target_os = "linux")]
+    {
+        let mut paged: Vec<dstream_wasm::PagedBatch> = parts
+            .iter()
+            .map(|p| dstream_wasm::PagedBatch::new(p).expect("pages for a partition"))
+            .collect();
+        g.bench_function("wasm-lent", |b| {
+            b.iter(|| {
+                paged
+                    .iter_mut()
+                    .for_each(|p| drop(black_box(grep.wasm_lent(p))))
+            })
+        });
+    }
     g.bench_function("native", |b| {
         b.iter(|| parts.iter().for_each(|p| drop(black_box(grep.native(p)))))
     });
