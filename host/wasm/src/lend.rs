@@ -41,8 +41,9 @@ use crate::Error;
 /// the host's page size on every platform wasmtime supports.
 pub(crate) const LEND_ALIGN: usize = 64 << 10;
 
-/// Records per lend are cut into windows of at most this many bytes, so the
-/// region a guest sets aside stays small next to its memory limit.
+/// Records per lend are cut into windows of at most this many bytes (or
+/// the limits' [`call_input`](crate::Limits::call_input), when smaller), so
+/// the region a guest sets aside stays small next to its memory limit.
 pub(crate) const LEND_BYTES: usize = 8 << 20;
 
 /// A partition whose data buffer lives in pages of its own (an anonymous
@@ -151,11 +152,11 @@ impl PagedBatch {
         Batch::select_from(self.data(), &self.bounds, indices)
     }
 
-    /// Windows of whole records of at most [`LEND_BYTES`] (a bigger record
+    /// Windows of whole records of at most `max_bytes` (a bigger record
     /// alone): their records, their [`LEND_ALIGN`]-aligned byte range in the
     /// mapping, and where their first byte falls in that range.
-    pub(crate) fn windows(&self) -> Vec<Window> {
-        Batch::cuts_of(&self.bounds, LEND_BYTES)
+    pub(crate) fn windows(&self, max_bytes: usize) -> Vec<Window> {
+        Batch::cuts_of(&self.bounds, max_bytes)
             .into_iter()
             .map(|records| {
                 let start = self.bounds[2 * records.start] as usize;

@@ -644,7 +644,8 @@ impl Plugin {
 
     /// [`filter`](Self::filter) over a partition whose pages are lent to
     /// the guest rather than copied into it (see [`PagedBatch`]): for each
-    /// window of up to 8 MiB of records, the pages move into a region the
+    /// window of up to 8 MiB of records (less under a small memory limit:
+    /// [`Limits::call_input`](crate::Limits::call_input)), the pages move into a region the
     /// guest set aside, read-only, and back out after the call. The output
     /// is the same as `filter`'s. A plugin built for contract 0.2.0 (no
     /// `lend`) is given a copy, as by `filter`. Linux only.
@@ -721,8 +722,8 @@ impl Plugin {
         input: &mut crate::PagedBatch,
         mut each: impl FnMut(&mut Call<'_>, &crate::lend::Window) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        use crate::lend::LEND_ALIGN;
-        let windows = input.windows();
+        use crate::lend::{LEND_ALIGN, LEND_BYTES};
+        let windows = input.windows(LEND_BYTES.min(self.limits().call_input()));
         let region_len = windows.iter().map(|w| w.pages.len()).max().unwrap_or(0);
         let region_len = region_len.max(LEND_ALIGN);
         let lend = call.func::<(u32, &str, &Params), (Region,)>(&lending.lend)?;

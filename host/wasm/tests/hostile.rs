@@ -198,6 +198,37 @@ fn a_lying_lend_is_refused_before_any_page_moves() {
     assert_eq!(kept, lines(&["one", "two"]));
 }
 
+/// Under a small memory limit the host lends smaller windows (the region
+/// the guest sets aside stays within `Limits::call_input()`), so a
+/// partition several times that size is still filtered, lent, exactly as
+/// when copied.
+#[test]
+fn a_small_memory_limit_lends_smaller_windows() {
+    let rt = Runtime::new(Limits {
+        memory: 4 << 20,
+        ..limits()
+    })
+    .unwrap();
+    assert_eq!(rt.limits().call_input(), 512 << 10);
+    let grep = load(&rt, "grep", dstream_artifacts::GREP);
+    let text: Vec<String> = (0..450_000)
+        .map(|i| format!("line {i} {}", if i % 7 == 0 { "needle" } else { "hay" }))
+        .collect();
+    let input: Batch = text.iter().map(|l| ("", l.as_str())).collect();
+    assert!(
+        input.byte_len() > rt.limits().memory,
+        "bigger than the memory"
+    );
+    let params = [("pattern".to_string(), "needle".to_string())];
+    let copied = grep.filter("grep", &params, &input).unwrap();
+    assert_eq!(copied.len(), 450_000_usize.div_ceil(7));
+    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    assert_eq!(
+        grep.filter_lent("grep", &params, &mut paged).unwrap(),
+        copied
+    );
+}
+
 #[test]
 fn a_panic_reports_its_message() {
     let rt = Runtime::new(limits()).unwrap();
