@@ -213,6 +213,10 @@ fn main() {
         MATCH_PER_MILLE as f64 / 10.0
     );
     println!("check: wasm, native and hand-written outputs identical: ok");
+    #[cfg(target_os = "linux")]
+    if !dstream_wasm::PagedBatch::lending_supported() {
+        println!("WARNING: this kernel cannot lend pages: the lent variant copies");
+    }
     println!("rounds: {runs}, every variant once per round (interleaved); median round reported");
     println!();
 

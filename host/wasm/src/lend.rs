@@ -118,6 +118,13 @@ impl PagedBatch {
         Ok(this)
     }
 
+    /// Whether this host lends pages to plugins (Linux 5.7 or later, pages
+    /// that divide 64 KiB); where it does not,
+    /// [`Plugin::filter_lent`](crate::Plugin::filter_lent) copies.
+    pub fn lending_supported() -> bool {
+        supported()
+    }
+
     /// The data buffer (keys and values).
     pub fn data(&self) -> &[u8] {
         // SAFETY: the first `len` bytes of our mapping, initialised in
@@ -264,7 +271,40 @@ impl Drop for Lent<'_> {
     }
 }
 
-/// The host's page size divides [`LEND_ALIGN`].
-pub(crate) fn page_size_fits() -> bool {
-    LEND_ALIGN.is_multiple_of(rustix::param::page_size())
+/// Whether this host can lend: its page size divides [`LEND_ALIGN`] and
+/// its kernel moves pages with `MREMAP_DONTUNMAP` (Linux 5.7 and later),
+/// tried once on scratch pages. Where it cannot, callers copy instead.
+pub(crate) fn supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        if !LEND_ALIGN.is_multiple_of(rustix::param::page_size()) {
+            return false;
+        }
+        let scratch = || {
+            // SAFETY: a fresh private anonymous mapping, placed by the kernel.
+            unsafe {
+                rustix::mm::mmap_anonymous(
+                    std::ptr::null_mut(),
+                    LEND_ALIGN,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::PRIVATE,
+                )
+            }
+        };
+        let (Ok(a), Ok(b)) = (scratch(), scratch()) else {
+            return false;
+        };
+        let flags = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
+        // SAFETY: both mappings are ours, page-aligned, LEND_ALIGN bytes,
+        // and unmapped below (`b` now holds `a`'s pages).
+        let moved = unsafe { rustix::mm::mremap_fixed(a, LEND_ALIGN, LEND_ALIGN, flags, b) };
+        for p in [a, b] {
+            // SAFETY: as above.
+            let _ = unsafe { rustix::mm::munmap(p, LEND_ALIGN) };
+        }
+        if let Err(e) = &moved {
+            tracing::info!("this kernel cannot lend pages to plugins ({e}); they get copies");
+        }
+        moved.is_ok()
+    })
 }

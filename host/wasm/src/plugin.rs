@@ -689,10 +689,10 @@ impl Plugin {
     }
 
     /// The plugin's lending exports, if it has them and `input` can be lent
-    /// (host pages that divide 64 KiB, offsets that fit the contract's u32).
+    /// (a host that can move pages, offsets that fit the contract's u32).
     #[cfg(target_os = "linux")]
     fn lending(&self, input: &crate::PagedBatch) -> Option<&crate::runtime::Lending> {
-        let fits = crate::lend::page_size_fits() && input.data().len() <= u32::MAX as usize / 2;
+        let fits = crate::lend::supported() && input.data().len() <= u32::MAX as usize / 2;
         self.exports.lending.as_ref().filter(|_| fits)
     }
 

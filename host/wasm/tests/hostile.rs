@@ -139,6 +139,10 @@ fn a_trap_is_a_typed_error() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_store_into_lent_input_traps_and_changes_nothing() {
+    if !dstream_wasm::PagedBatch::lending_supported() {
+        eprintln!("skipped: this kernel cannot move pages (MREMAP_DONTUNMAP); plugins get copies");
+        return;
+    }
     let rt = Runtime::new(limits()).unwrap();
     let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
     let input = lines(&["one", "two", "three"]);
@@ -168,6 +172,10 @@ fn a_store_into_lent_input_traps_and_changes_nothing() {
 /// host runs the next calls right.
 #[test]
 fn a_lying_lend_is_refused_before_any_page_moves() {
+    if !dstream_wasm::PagedBatch::lending_supported() {
+        eprintln!("skipped: this kernel cannot move pages (MREMAP_DONTUNMAP); plugins get copies");
+        return;
+    }
     let rt = Runtime::new(limits()).unwrap();
     let liar = load(&rt, "hostile-lend", dstream_artifacts::HOSTILE_LEND);
     let input = lines(&["one", "two", "three"]);
