@@ -16,6 +16,17 @@ fn limits() -> Limits {
     }
 }
 
+/// Whether this host lends pages to plugins; says so when a test that
+/// needs it is skipped.
+#[allow(clippy::print_stderr)]
+fn can_lend() -> bool {
+    let yes = dstream_wasm::PagedBatch::lending_supported();
+    if !yes {
+        eprintln!("skipped: this kernel cannot move pages (MREMAP_DONTUNMAP); plugins get copies");
+    }
+    yes
+}
+
 fn load(rt: &Runtime, name: &str, path: &str) -> Plugin {
     rt.load(name, &std::fs::read(path).unwrap())
         .unwrap_or_else(|e| panic!("{e}"))
@@ -139,8 +150,7 @@ fn a_trap_is_a_typed_error() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_store_into_lent_input_traps_and_changes_nothing() {
-    if !dstream_wasm::PagedBatch::lending_supported() {
-        eprintln!("skipped: this kernel cannot move pages (MREMAP_DONTUNMAP); plugins get copies");
+    if !can_lend() {
         return;
     }
     let rt = Runtime::new(limits()).unwrap();
@@ -172,8 +182,7 @@ fn a_store_into_lent_input_traps_and_changes_nothing() {
 /// host runs the next calls right.
 #[test]
 fn a_lying_lend_is_refused_before_any_page_moves() {
-    if !dstream_wasm::PagedBatch::lending_supported() {
-        eprintln!("skipped: this kernel cannot move pages (MREMAP_DONTUNMAP); plugins get copies");
+    if !can_lend() {
         return;
     }
     let rt = Runtime::new(limits()).unwrap();
