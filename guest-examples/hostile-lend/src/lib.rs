@@ -1,5 +1,7 @@
 //! A test fixture: a plugin whose `lend` lies about the region it sets
-//! aside, one lie per operator (all filters that keep every record). The
+//! aside, one lie per operator (all filters that keep every record), plus
+//! `probe` (checks its data segment) and `wander` (an honest region that
+//! moves from call to call). The
 //! host must refuse each lie with a typed error and run the next call
 //! right. Its component export is written by hand (not by `plugin!`), so
 //! that `lend` can be replaced; everything else is the SDK's.
@@ -22,12 +24,65 @@ pub fn outside(_line: &[u8]) -> bool {
     true
 }
 
+/// `lend` gives a region over its own data segment ([`MAGIC`]).
+#[dstream::filter]
+pub fn image(_line: &[u8]) -> bool {
+    true
+}
+
+/// A page of sevens in the plugin's data segment.
+#[repr(C, align(65536))]
+pub struct Page(pub [u8; 65536]);
+
+/// Sevens, which `image` lends over and `probe` checks.
+pub static MAGIC: Page = Page([7; 65536]);
+
+/// Keeps a line if the data segment still holds its sevens.
+#[dstream::filter]
+pub fn probe(_line: &[u8]) -> bool {
+    // SAFETY: a read of a static.
+    unsafe { core::ptr::read_volatile(&MAGIC.0[100]) == 7 }
+}
+
+/// How many Wasm pages `wander` grows before its region.
+#[derive(Debug)]
+pub struct Pages;
+
+impl dstream::Params for Pages {
+    fn specs() -> Vec<dstream::ParamSpec> {
+        vec![dstream::ParamSpec {
+            name: "pages",
+            description: "Wasm pages grown before the region",
+            required: true,
+        }]
+    }
+    fn from_params(_raw: &dstream::RawParams<'_>) -> Result<Self, String> {
+        Ok(Pages)
+    }
+}
+
+/// An honest `lend`, at a place the parameter moves from call to call.
+#[dstream::filter]
+pub fn wander(_line: &[u8], _p: &Pages) -> bool {
+    true
+}
+
 /// This crate's dstream plugin (as `plugin!` would make it).
 pub static PLUGIN: dstream::Plugin = dstream::Plugin {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
-    operators: &[&short::OPERATOR, &unaligned::OPERATOR, &outside::OPERATOR],
-    fused: dstream::__fused_rows!([short, unaligned, outside] [short, unaligned, outside]),
+    operators: &[
+        &short::OPERATOR,
+        &unaligned::OPERATOR,
+        &outside::OPERATOR,
+        &image::OPERATOR,
+        &probe::OPERATOR,
+        &wander::OPERATOR,
+    ],
+    fused: dstream::__fused_rows!(
+        [short, unaligned, outside, image, probe, wander]
+        [short, unaligned, outside, image, probe, wander]
+    ),
 };
 
 #[cfg(target_arch = "wasm32")]
@@ -73,6 +128,11 @@ mod export {
             p::filter(&PLUGIN, op, params, input)
         }
         fn lend(bytes: u32, op: String, params: P) -> WitRegion {
+            if op == "wander" {
+                let pages = params.first().and_then(|(_, v)| v.parse().ok());
+                core::arch::wasm32::memory_grow(0, pages.unwrap_or(0));
+                return p::lend(bytes, op, params);
+            }
             let lie = op.clone();
             // A true region with room to lie in.
             let real = p::lend(bytes + (64 << 10), op, params);
@@ -81,6 +141,10 @@ mod export {
             let (start, end) = match lie.as_str() {
                 "short" => (at, at + len / 2),
                 "unaligned" => (at + 4096, at + 4096 + len),
+                "image" => {
+                    let m = super::MAGIC.0.as_ptr() as usize;
+                    (m, m + len)
+                }
                 _ => (0xffff_0000, 0xffff_0000 + len.min(0xffff)),
             };
             WitRegion {

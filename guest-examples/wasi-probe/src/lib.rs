@@ -1,6 +1,6 @@
 //! A plugin built for `wasm32-wasip2`, as components from other toolchains
 //! are: through Rust's std it imports WASI (clocks, random, environment,
-//! files, stdout). Its one operator reports what it saw, so that tests can
+//! files, stdout). Its `probe` operator reports what it saw, so that tests can
 //! check the host's deterministic stand-ins: a frozen clock, randomness
 //! seeded by the host, no environment, no files, stdout discarded.
 
@@ -28,4 +28,27 @@ pub fn probe(line: &str) -> String {
     format!("{line} time={now} hash={hash:016x} home={home} args={args} files={files}")
 }
 
-dstream::plugin!(probe);
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "wasi:clocks/wall-clock@0.2.0")]
+unsafe extern "C" {
+    /// WASI's `now`, which the host writes through `ret` (guest memory).
+    #[link_name = "now"]
+    fn wall_now(ret: *mut u8);
+}
+
+/// Asks WASI for the time with its return area inside its own input, and
+/// keeps every line: a host that lent the input read-only would fault in
+/// its own code writing the answer, so it must not lend to WASI plugins.
+#[dstream::filter]
+pub fn clobber(line: &[u8]) -> bool {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let p = (line.as_ptr() as usize + 8) & !7;
+        // SAFETY: none; a plugin pointing the host at its input.
+        unsafe { wall_now(p as *mut u8) };
+    }
+    let _ = line;
+    true
+}
+
+dstream::plugin!(probe, clobber);

@@ -12,21 +12,30 @@
 //! them 51-64%, and mapping them from a memfd (a page-table entry built per
 //! 4 KiB page on every call) 240-270%.
 //!
-//! Safety rests on five points. The region is checked to lie inside the
-//! instance's memory (two lists, checked by wasmtime like any list). Pool
-//! memories never move (`memory_may_move(false)`), so the region's address
-//! holds for the call. The pages stay read-only in the sandbox, so a plugin
-//! cannot change the partition (a store traps). And both moves keep the old
-//! range mapped (`MREMAP_DONTUNMAP`), so no other thread's mapping can land
-//! in a hole meanwhile; a failure to move the pages back aborts the process
-//! rather than leave the sandbox holding host memory. And wasmtime is built
-//! without its `memory-protection-keys` feature: moved pages keep the
-//! host's key, which under MPK striping any instance of the pool could read.
+//! Safety rests on these points (host/wasm/tests/hostile.rs tries each).
+//! The region is checked to lie inside the instance's memory (two lists,
+//! checked by wasmtime like any list), 64 KiB-aligned and as long as asked.
+//! Pool memories never move (`memory_may_move(false)`), so its address
+//! holds for the call. The guest's own pages in the region are moved aside
+//! first and put back after, so its memory ends as it was even if the
+//! region covered its data image (which wasmtime's reset would otherwise
+//! not restore). The partition's pages stay read-only in the sandbox, so a
+//! plugin cannot change them: a store traps. While pages are lent, only
+//! calls whose arguments are numbers run, and plugins with WASI imports
+//! (whose results wasmtime writes into guest memory) are never lent to:
+//! nothing writes into the sandbox from host code, where a read-only page
+//! would crash the process instead of trapping. Moves that leave a range
+//! keep it mapped (`MREMAP_DONTUNMAP`) while anything could still be placed
+//! there, and nothing is charged to the commit limit (`MAP_NORESERVE`); a
+//! failure to put pages back aborts the process rather than leave the
+//! sandbox holding host memory. And wasmtime is built without its
+//! `memory-protection-keys` feature: moved pages keep the host's key, which
+//! under MPK striping any instance of the pool could read.
 //!
 //! Cheap lending also needs wasmtime's `pagemap_scan` reset (Linux 6.7 and
 //! later): it resets only the pages an instance wrote. Without it, the pool
 //! zeroes the first `keep_resident` bytes of a memory with memset, which
-//! faults the (empty) region back in after every call: still correct, but
+//! faults the (untouched) region in after every call: still correct, but
 //! slower than a copy.
 
 use std::ffi::c_void;
@@ -98,7 +107,9 @@ impl PagedBatch {
                 std::ptr::null_mut(),
                 map_len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE,
+                // Not charged to the commit limit, so that moving these
+                // pages (DONTUNMAP) never needs memory either.
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
             )
         }
         .map_err(|e| os_error("mapping pages for a partition", e))?;
@@ -168,7 +179,9 @@ impl PagedBatch {
             .map(|records| {
                 let start = self.bounds[2 * records.start] as usize;
                 let end = self.bounds[2 * records.end] as usize;
-                let from = start - start % LEND_ALIGN;
+                // Empty records at the very end start at `map_len`: their
+                // window still lends one page, the last.
+                let from = (start - start % LEND_ALIGN).min(self.map_len - LEND_ALIGN);
                 let to = end.next_multiple_of(LEND_ALIGN).max(from + LEND_ALIGN);
                 Window {
                     records,
@@ -181,12 +194,15 @@ impl PagedBatch {
 
     /// Moves the pages `w.pages` to `guest` (the start of a region of at
     /// least that length inside a guest's memory) until the returned guard
-    /// drops.
+    /// drops. The guest's own pages there are first moved aside (to a fresh
+    /// reservation of the host's) and are put back when the guard drops, so
+    /// the guest's memory ends as it was, whatever the region covered (its
+    /// data image included). An error leaves everything as it was.
     ///
     /// # Safety
-    /// `guest..guest + w.pages.len()` must be page-aligned, private
-    /// anonymous memory that nothing else uses until the guard drops (a
-    /// region set aside by the guest's `lend`, in a memory that cannot move).
+    /// `guest..guest + w.pages.len()` must be page-aligned memory of a
+    /// guest that nothing else uses until the guard drops (a region the
+    /// guest's `lend` named, inside a memory that cannot move).
     pub(crate) unsafe fn lend<'a>(
         &'a mut self,
         w: &Window,
@@ -195,24 +211,53 @@ impl PagedBatch {
         let len = w.pages.len();
         // SAFETY: `w.pages` is within our mapping (from `windows`).
         let host = unsafe { self.pages.add(w.pages.start) };
-        // SAFETY: both ranges page-aligned and owned as the caller promises;
-        // DONTUNMAP leaves our range mapped (empty) so nothing can move in.
+        // A fresh reservation for the guest's pages, placed by the kernel.
+        // SAFETY: a new mapping nothing else knows of.
+        let aside = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(|e| os_error("reserving room for a guest's pages", e))?;
+        let dontunmap = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
+        // SAFETY: the guest's range (as the caller promises) to our
+        // reservation; DONTUNMAP leaves the guest's range mapped (empty), so
+        // nothing else can be placed there meanwhile. Fails (changing
+        // nothing) if the range spans several mappings.
+        if let Err(e) =
+            unsafe { rustix::mm::mremap_fixed(guest.as_ptr().cast(), len, len, dontunmap, aside) }
+        {
+            // SAFETY: our reservation, unused.
+            let _ = unsafe { rustix::mm::munmap(aside, len) };
+            return Err(os_error("moving a guest's pages aside", e));
+        }
+        let mut lent = Lent {
+            _batch: std::marker::PhantomData,
+            host,
+            guest,
+            aside,
+            len,
+            moved: false,
+        };
+        // SAFETY: our pages (page-aligned, `len` bytes of our mapping) to the
+        // guest's emptied range; DONTUNMAP keeps our range mapped (empty).
         unsafe {
             rustix::mm::mremap_fixed(
                 host.as_ptr().cast(),
                 len,
                 len,
-                MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP,
+                dontunmap,
                 guest.as_ptr().cast(),
             )
         }
         .map_err(|e| os_error("lending a partition's pages to the sandbox", e))?;
-        Ok(Lent {
-            _batch: std::marker::PhantomData,
-            host,
-            guest,
-            len,
-        })
+        // (On error `lent` drops with `moved: false` and only puts the
+        // guest's pages back.)
+        lent.moved = true;
+        Ok(lent)
     }
 }
 
@@ -234,37 +279,42 @@ pub(crate) struct Window {
     pub(crate) at: usize,
 }
 
-/// Pages lent to a guest; dropping it moves them back.
+/// Pages lent to a guest; dropping it moves them back, and the guest's own
+/// pages back into its memory.
 pub(crate) struct Lent<'a> {
     _batch: std::marker::PhantomData<&'a mut PagedBatch>,
     host: NonNull<u8>,
     guest: NonNull<u8>,
+    /// Where the guest's own pages wait (a reservation of ours).
+    aside: *mut c_void,
     len: usize,
+    /// Whether the partition's pages are in the guest's range.
+    moved: bool,
 }
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
         let (host, guest): (*mut c_void, *mut c_void) =
             (self.host.as_ptr().cast(), self.guest.as_ptr().cast());
-        // SAFETY: the pages moved to `guest` in `lend` go back to `host`
-        // (whose empty mapping they replace); the guest's range stays
-        // mapped, empty, and is made writable again: like memory the guest
-        // never touched.
-        let back = unsafe {
-            rustix::mm::mremap_fixed(
-                guest,
-                self.len,
-                self.len,
-                MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP,
-                host,
-            )
+        let len = self.len;
+        let dontunmap = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
+        // SAFETY: the partition's pages go back from the guest's range to
+        // ours (whose empty mapping they replace; the guest's range stays
+        // mapped, empty); then the guest's own pages go back from our
+        // reservation over that range, which leaves the reservation a hole
+        // of ours that nothing reuses (no DONTUNMAP: no memory charged).
+        let back = if self.moved {
+            unsafe { rustix::mm::mremap_fixed(guest, len, len, dontunmap, host) }
+        } else {
+            Ok(host)
         }
         .and_then(|_| unsafe {
-            rustix::mm::mprotect(guest, self.len, MprotectFlags::READ | MprotectFlags::WRITE)
+            rustix::mm::mremap_fixed(self.aside, len, len, MremapFlags::MAYMOVE, guest)
         });
         if let Err(e) = back {
-            // The sandbox would keep host memory, or the host would lose a
-            // partition: neither is safe to run on with.
+            // The sandbox would keep host memory, the host would lose a
+            // partition, or wasmtime would reset a read-only range: none is
+            // safe to run on with.
             tracing::error!("taking lent pages back from the sandbox failed: {e}; aborting");
             std::process::abort();
         }

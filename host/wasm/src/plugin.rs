@@ -665,7 +665,7 @@ impl Plugin {
             return self.filter(op, params, &input.to_batch());
         };
         let mut keep = Vec::new();
-        self.in_instance(op, |call| {
+        let lent = self.in_instance(op, |call| {
             type Kept = (Result<Vec<u32>, wit::OpError>,);
             let filter = call.func::<(u32,), Kept>(&lending.filter_lent)?;
             self.each_lent(call, op, params, lending, input, |call, w| {
@@ -683,16 +683,24 @@ impl Plugin {
                 Ok(())
             })
         })?;
+        if !lent {
+            return self.filter(op, params, &input.to_batch());
+        }
         input
             .select(&keep)
             .map_err(|e| self.bad_output(op, e.to_string()))
     }
 
-    /// The plugin's lending exports, if it has them and `input` can be lent
-    /// (a host that can move pages, offsets that fit the contract's u32).
+    /// The plugin's lending exports, if it has them, imports nothing but
+    /// `log` (no WASI) and `input` can be lent (a host that can move pages,
+    /// offsets that fit the contract's u32).
     #[cfg(target_os = "linux")]
     fn lending(&self, input: &crate::PagedBatch) -> Option<&crate::runtime::Lending> {
-        let fits = crate::lend::supported() && input.data().len() <= u32::MAX as usize / 2;
+        // WASI imports write their results into guest memory from host
+        // code, where a lent (read-only) page would crash the process.
+        let no_wasi = matches!(self.wasi, Wasi::Refuse);
+        let fits =
+            no_wasi && crate::lend::supported() && input.data().len() <= u32::MAX as usize / 2;
         self.exports.lending.as_ref().filter(|_| fits)
     }
 
@@ -707,7 +715,8 @@ impl Plugin {
     /// Asks the guest (`lend`) for a region as big as the largest window of
     /// `input`, then runs `each` once per window with the window's bounds
     /// given (`lent-bounds`) and its pages moved into that region, taking
-    /// them back after each call. While pages are lent only calls whose
+    /// them back after each call. `Ok(false)` when the kernel refused to
+    /// move pages (nothing moved then): the caller copies instead. While pages are lent only calls whose
     /// arguments are numbers may run: lowering anything else would have
     /// wasmtime write into guest memory where the guest's `realloc` says,
     /// which a hostile plugin could point at the read-only pages (a fault in
@@ -721,7 +730,7 @@ impl Plugin {
         lending: &crate::runtime::Lending,
         input: &mut crate::PagedBatch,
         mut each: impl FnMut(&mut Call<'_>, &crate::lend::Window) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         use crate::lend::{LEND_ALIGN, LEND_BYTES};
         let windows = input.windows(LEND_BYTES.min(self.limits().call_input()));
         let region_len = windows.iter().map(|w| w.pages.len()).max().unwrap_or(0);
@@ -762,12 +771,18 @@ impl Plugin {
             // lied about the region loses its own data, nothing else); it
             // cannot move (`memory_may_move(false)`) and outlives `lent`,
             // dropped below before the next window.
-            let lent = unsafe { input.lend(w, guest) }?;
+            let lent = match unsafe { input.lend(w, guest) } {
+                Ok(lent) => lent,
+                Err(e) => {
+                    tracing::warn!(plugin = %self.name, operator = op, "{e}; copying instead");
+                    return Ok(false);
+                }
+            };
             let r = each(call, w);
             drop(lent);
             r?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Record `i` of the output is the inverse `op` of `current[i]` and

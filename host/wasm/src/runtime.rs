@@ -119,7 +119,10 @@ impl Runtime {
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
             // A lent region's address must hold for the call (see lend.rs):
             // pool memories never move, and this makes it a guarantee.
-            .memory_may_move(false);
+            .memory_may_move(false)
+            // Out-of-bounds and read-only accesses trap by signal (the
+            // default, stated): a store into a lent page must be a trap.
+            .signals_based_traps(true);
         // `perf record` can name the JIT-compiled functions of plugins when
         // DSTREAM_WASM_PERFMAP is set (wasmtime writes /tmp/perf-PID.map).
         // With the `profiling` feature, DSTREAM_WASM_PERFMAP=jitdump writes

@@ -18,6 +18,7 @@ fn limits() -> Limits {
 
 /// Whether this host lends pages to plugins; says so when a test that
 /// needs it is skipped.
+#[cfg(target_os = "linux")]
 #[allow(clippy::print_stderr)]
 fn can_lend() -> bool {
     let yes = dstream_wasm::PagedBatch::lending_supported();
@@ -148,6 +149,7 @@ fn a_trap_is_a_typed_error() {
 /// traps (copied, the same store only changes the guest's copy), the
 /// partition comes back unchanged, and the next lent call runs.
 #[cfg(target_os = "linux")]
+#[cfg(target_os = "linux")]
 #[test]
 fn a_store_into_lent_input_traps_and_changes_nothing() {
     if !can_lend() {
@@ -180,6 +182,7 @@ fn a_store_into_lent_input_traps_and_changes_nothing() {
 /// the memory) is refused with a typed error naming the plugin and
 /// operator, before any page moves; the partition stays whole and the same
 /// host runs the next calls right.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_lying_lend_is_refused_before_any_page_moves() {
     if !can_lend() {
@@ -219,6 +222,7 @@ fn a_lying_lend_is_refused_before_any_page_moves() {
 /// the guest sets aside stays within `Limits::call_input()`), so a
 /// partition several times that size is still filtered, lent, exactly as
 /// when copied.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_small_memory_limit_lends_smaller_windows() {
     let rt = Runtime::new(Limits {
@@ -244,6 +248,32 @@ fn a_small_memory_limit_lends_smaller_windows() {
         grep.filter_lent("grep", &params, &mut paged).unwrap(),
         copied
     );
+}
+
+/// A `lend` over the plugin's own data segment: the guest's pages there
+/// are moved aside for the call and put back, so later instances in the
+/// same pool slot still find their data (wasmtime's reset would not restore
+/// an image page that was replaced).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lend_over_the_data_image_leaves_it_intact() {
+    if !can_lend() {
+        return;
+    }
+    let rt = Runtime::new(Limits {
+        instances: 1,
+        ..limits()
+    })
+    .unwrap();
+    let liar = load(&rt, "hostile-lend", dstream_artifacts::HOSTILE_LEND);
+    let input = lines(&["one", "two", "three"]);
+    assert_eq!(liar.filter("probe", &[], &input).unwrap(), input);
+    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    assert_eq!(liar.filter_lent("image", &[], &mut paged).unwrap(), input);
+    assert_eq!(paged.to_batch(), input);
+    for _ in 0..3 {
+        assert_eq!(liar.filter("probe", &[], &input).unwrap(), input);
+    }
 }
 
 #[test]

@@ -54,3 +54,26 @@ fn a_wasi_plugin_runs_only_under_deterministic_stand_ins() {
         .unwrap();
     assert_eq!(again.map("probe", &[], &input).unwrap(), first);
 }
+
+/// A WASI plugin is never lent its input: WASI imports write their results
+/// into guest memory from host code (here `wall-clock.now`, told to write
+/// into the plugin's input), where a read-only lent page would crash the
+/// host. `filter_lent` copies for it, and gives `filter`'s output.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_wasi_plugin_is_copied_to_never_lent() {
+    let bytes = std::fs::read(dstream_artifacts::WASI_PROBE).unwrap();
+    let rt = Runtime::new(Limits::default()).unwrap();
+    let probe = rt.load_with("probe", &bytes, Wasi::Deterministic).unwrap();
+    let input = lines(&[
+        "a line long enough to hold a datetime",
+        "and another one as long as that one",
+    ]);
+    assert_eq!(probe.filter("clobber", &[], &input).unwrap(), input);
+    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    assert_eq!(
+        probe.filter_lent("clobber", &[], &mut paged).unwrap(),
+        input
+    );
+    assert_eq!(paged.to_batch(), input);
+}

@@ -1,0 +1,52 @@
+//! Lending leaves the process's memory mappings as it found them: a guest
+//! that names a different (honest) region on every call does not make the
+//! host's mapping count grow, which would end at `vm.max_map_count` with a
+//! move that fails. Alone in its test binary, so no other test's mappings
+//! come and go meanwhile.
+#![cfg(target_os = "linux")]
+
+use dstream_core::Batch;
+use dstream_wasm::{Limits, PagedBatch, Runtime};
+
+fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[test]
+fn lending_at_moving_regions_keeps_the_mapping_count() {
+    if !PagedBatch::lending_supported() {
+        return;
+    }
+    let rt = Runtime::new(Limits {
+        instances: 2,
+        ..Limits::default()
+    })
+    .unwrap();
+    let bytes = std::fs::read(dstream_artifacts::HOSTILE_LEND).unwrap();
+    let wander = rt.load("hostile-lend", &bytes).unwrap();
+    let input: Batch = [("", "one"), ("", "two"), ("", "three")]
+        .into_iter()
+        .collect();
+    let mut paged = PagedBatch::new(&input).unwrap();
+    let run = |k: usize, paged: &mut PagedBatch| {
+        let params = [("pages".to_string(), (k % 7).to_string())];
+        assert_eq!(wander.filter_lent("wander", &params, paged).unwrap(), input);
+    };
+    // Warm the pool's slots first.
+    for k in 0..20 {
+        run(k, &mut paged);
+    }
+    let before = mappings();
+    for k in 0..1000 {
+        run(k, &mut paged);
+    }
+    let after = mappings();
+    assert!(
+        after <= before + 20,
+        "mappings grew from {before} to {after} over 1000 lent calls"
+    );
+    assert_eq!(paged.to_batch(), input);
+}
