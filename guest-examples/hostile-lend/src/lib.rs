@@ -32,6 +32,7 @@ pub fn image(_line: &[u8]) -> bool {
 
 /// A page of sevens in the plugin's data segment.
 #[repr(C, align(65536))]
+#[derive(Debug)]
 pub struct Page(pub [u8; 65536]);
 
 /// Sevens, which `image` lends over and `probe` checks.
