@@ -12,7 +12,17 @@
 //! them 51-64%, and mapping them from a memfd (a page-table entry built per
 //! 4 KiB page on every call) 240-270%.
 //!
-//! Safety rests on these points (host/wasm/tests/hostile.rs tries each).
+//! **Experimental, off by default** ([`Limits::lend_input`](crate::Limits::lend_input)):
+//! wasmtime runs `memory.fill`, `memory.copy` and `memory.init` in host
+//! code (libcalls), so a plugin that writes into its lent, read-only input
+//! with one of them faults in host code and the process dies instead of
+//! trapping (found by review, reproduced; Rust's wasm32 std emits these
+//! instructions for every `memcpy`/`memset`). Only scalar stores trap. The
+//! way out, not built yet: lend private copy-on-write pages of a memfd
+//! (guest writes land in private copies, found afterwards through
+//! `/proc/self/pagemap` and dropped), so that no write can fault.
+//!
+//! Safety otherwise rests on these points (host/wasm/tests/hostile.rs tries each).
 //! The region is checked to lie inside the instance's memory (two lists,
 //! checked by wasmtime like any list), 64 KiB-aligned and as long as asked.
 //! Pool memories never move (`memory_may_move(false)`), so its address
@@ -107,8 +117,8 @@ impl PagedBatch {
                 std::ptr::null_mut(),
                 map_len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                // Not charged to the commit limit, so that moving these
-                // pages (DONTUNMAP) never needs memory either.
+                // Not charged to the commit limit (but under strict
+                // overcommit a move can still fail, and then aborts).
                 MapFlags::PRIVATE | MapFlags::NORESERVE,
             )
         }
@@ -195,9 +205,10 @@ impl PagedBatch {
     /// Moves the pages `w.pages` to `guest` (the start of a region of at
     /// least that length inside a guest's memory) until the returned guard
     /// drops. The guest's own pages there are first moved aside (to a fresh
-    /// reservation of the host's) and are put back when the guard drops, so
-    /// the guest's memory ends as it was, whatever the region covered (its
-    /// data image included). An error leaves everything as it was.
+    /// reservation of ours) and are put back when the guard drops, so the
+    /// guest's memory ends as it was, whatever the region covered (its data
+    /// image included). An error moving them aside leaves everything as it
+    /// was; one moving the partition's pages in aborts (see below).
     ///
     /// # Safety
     /// `guest..guest + w.pages.len()` must be page-aligned memory of a
@@ -223,15 +234,15 @@ impl PagedBatch {
         }
         .map_err(|e| os_error("reserving room for a guest's pages", e))?;
         let dontunmap = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
-        // SAFETY: the guest's range (as the caller promises) to our
+        // SAFETY: the guest's range (as the caller promises) over our
         // reservation; DONTUNMAP leaves the guest's range mapped (empty), so
-        // nothing else can be placed there meanwhile. Fails (changing
-        // nothing) if the range spans several mappings.
+        // nothing else can be placed there meanwhile.
         if let Err(e) =
             unsafe { rustix::mm::mremap_fixed(guest.as_ptr().cast(), len, len, dontunmap, aside) }
         {
-            // SAFETY: our reservation, unused.
-            let _ = unsafe { rustix::mm::munmap(aside, len) };
+            // The guest's range is untouched, but the kernel may already
+            // have unmapped our reservation, and another thread's mapping
+            // may sit there now: leave it (address space only), never unmap.
             return Err(os_error("moving a guest's pages aside", e));
         }
         let mut lent = Lent {
@@ -244,7 +255,7 @@ impl PagedBatch {
         };
         // SAFETY: our pages (page-aligned, `len` bytes of our mapping) to the
         // guest's emptied range; DONTUNMAP keeps our range mapped (empty).
-        unsafe {
+        let moved = unsafe {
             rustix::mm::mremap_fixed(
                 host.as_ptr().cast(),
                 len,
@@ -252,10 +263,14 @@ impl PagedBatch {
                 dontunmap,
                 guest.as_ptr().cast(),
             )
+        };
+        if let Err(e) = moved {
+            // The kernel may have unmapped the guest's range before it
+            // failed, leaving a hole in the sandbox's memory that another
+            // thread's mapping could fill before the guest's pages return.
+            tracing::error!("lending a partition's pages to the sandbox failed: {e}; aborting");
+            std::process::abort();
         }
-        .map_err(|e| os_error("lending a partition's pages to the sandbox", e))?;
-        // (On error `lent` drops with `moved: false` and only puts the
-        // guest's pages back.)
         lent.moved = true;
         Ok(lent)
     }
@@ -285,7 +300,7 @@ pub(crate) struct Lent<'a> {
     _batch: std::marker::PhantomData<&'a mut PagedBatch>,
     host: NonNull<u8>,
     guest: NonNull<u8>,
-    /// Where the guest's own pages wait (a reservation of ours).
+    /// Where the guest's own pages wait.
     aside: *mut c_void,
     len: usize,
     /// Whether the partition's pages are in the guest's range.
@@ -300,9 +315,9 @@ impl Drop for Lent<'_> {
         let dontunmap = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
         // SAFETY: the partition's pages go back from the guest's range to
         // ours (whose empty mapping they replace; the guest's range stays
-        // mapped, empty); then the guest's own pages go back from our
-        // reservation over that range, which leaves the reservation a hole
-        // of ours that nothing reuses (no DONTUNMAP: no memory charged).
+        // mapped, empty); then the guest's own pages go back over that
+        // range from where they waited, which leaves that place unmapped
+        // (no DONTUNMAP: no memory charged).
         let back = if self.moved {
             unsafe { rustix::mm::mremap_fixed(guest, len, len, dontunmap, host) }
         } else {

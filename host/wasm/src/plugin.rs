@@ -647,8 +647,10 @@ impl Plugin {
     /// window of up to 8 MiB of records (less under a small memory limit:
     /// [`Limits::call_input`](crate::Limits::call_input)), the pages move into a region the
     /// guest set aside, read-only, and back out after the call. The output
-    /// is the same as `filter`'s. A plugin built for contract 0.2.0 (no
-    /// `lend`) is given a copy, as by `filter`. Linux only.
+    /// is the same as `filter`'s. Unless the runtime's limits allow lending
+    /// ([`Limits::lend_input`](crate::Limits::lend_input), experimental, off
+    /// by default), and for a plugin built for contract 0.2.0 (no `lend`) or
+    /// one with WASI, the input is copied, as by `filter`. Linux only.
     ///
     /// Needs `&mut` because the pages are away during the call.
     ///
@@ -691,16 +693,22 @@ impl Plugin {
             .map_err(|e| self.bad_output(op, e.to_string()))
     }
 
-    /// The plugin's lending exports, if it has them, imports nothing but
-    /// `log` (no WASI) and `input` can be lent (a host that can move pages,
-    /// offsets that fit the contract's u32).
+    /// The plugin's lending exports, if the limits allow lending
+    /// ([`Limits::lend_input`](crate::Limits::lend_input)), the plugin has
+    /// them and imports nothing but `log` (no WASI), and `input` can be lent
+    /// (a host that can move pages, offsets that fit the contract's u32).
     #[cfg(target_os = "linux")]
     fn lending(&self, input: &crate::PagedBatch) -> Option<&crate::runtime::Lending> {
         // WASI imports write their results into guest memory from host
         // code, where a lent (read-only) page would crash the process.
         let no_wasi = matches!(self.wasi, Wasi::Refuse);
-        let fits =
-            no_wasi && crate::lend::supported() && input.data().len() <= u32::MAX as usize / 2;
+        // Component-model async built-ins write into guest memory from host
+        // code too.
+        let fits = self.limits().lend_input
+            && !cfg!(feature = "component-model-async")
+            && no_wasi
+            && crate::lend::supported()
+            && input.data().len() <= u32::MAX as usize / 2;
         self.exports.lending.as_ref().filter(|_| fits)
     }
 

@@ -38,6 +38,14 @@ pub struct Limits {
     /// with memset instead of being returned to the kernel): size it to a
     /// typical partition and its output.
     pub keep_resident: usize,
+    /// Experimental, off by default: let
+    /// [`Plugin::filter_lent`](crate::Plugin::filter_lent) lend a
+    /// partition's pages to plugins instead of copying them (Linux). Only
+    /// for trusted plugins: wasmtime runs `memory.fill`, `memory.copy` and
+    /// `memory.init` in host code, so a plugin that writes into its lent
+    /// (read-only) input with one of them crashes the host process instead
+    /// of trapping. Off, `filter_lent` copies, as `filter` does.
+    pub lend_input: bool,
 }
 
 impl Limits {
@@ -58,6 +66,7 @@ impl Default for Limits {
             component_size: 32 << 20,
             instances: 64,
             keep_resident: 64 << 20,
+            lend_input: false,
         }
     }
 }

@@ -64,8 +64,14 @@ fn stages(ops: &[&str]) -> Vec<Stage> {
         .collect()
 }
 
+/// Default limits, but lending allowed (the guest examples are trusted:
+/// see `Limits::lend_input`).
 fn runtime() -> Runtime {
-    Runtime::new(Limits::default()).expect("runtime")
+    Runtime::new(Limits {
+        lend_input: true,
+        ..Limits::default()
+    })
+    .expect("runtime")
 }
 
 fn load(rt: &Runtime, name: &str, path: &str) -> Plugin {

@@ -12,6 +12,7 @@ fn limits() -> Limits {
     Limits {
         memory: 64 << 20,
         deadline: Duration::from_millis(300),
+        lend_input: true,
         ..Limits::default()
     }
 }
@@ -274,6 +275,25 @@ fn a_lend_over_the_data_image_leaves_it_intact() {
     for _ in 0..3 {
         assert_eq!(liar.filter("probe", &[], &input).unwrap(), input);
     }
+}
+
+/// Lending is off unless the limits allow it: by default `filter_lent`
+/// copies, so a plugin that writes into its input writes into its own copy
+/// (no trap) and the partition is unchanged.
+#[cfg(target_os = "linux")]
+#[test]
+fn lending_is_off_by_default() {
+    assert!(!Limits::default().lend_input);
+    let rt = Runtime::new(Limits {
+        lend_input: false,
+        ..limits()
+    })
+    .unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    let input = lines(&["one", "two", "three"]);
+    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    assert_eq!(h.filter_lent("scribble", &[], &mut paged).unwrap(), input);
+    assert_eq!(paged.to_batch(), input);
 }
 
 #[test]

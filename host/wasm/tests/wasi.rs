@@ -63,7 +63,11 @@ fn a_wasi_plugin_runs_only_under_deterministic_stand_ins() {
 #[test]
 fn a_wasi_plugin_is_copied_to_never_lent() {
     let bytes = std::fs::read(dstream_artifacts::WASI_PROBE).unwrap();
-    let rt = Runtime::new(Limits::default()).unwrap();
+    let rt = Runtime::new(Limits {
+        lend_input: true,
+        ..Limits::default()
+    })
+    .unwrap();
     let probe = rt.load_with("probe", &bytes, Wasi::Deterministic).unwrap();
     let input = lines(&[
         "a line long enough to hold a datetime",
