@@ -245,14 +245,6 @@ impl PagedBatch {
             // may sit there now: leave it (address space only), never unmap.
             return Err(os_error("moving a guest's pages aside", e));
         }
-        let mut lent = Lent {
-            _batch: std::marker::PhantomData,
-            host,
-            guest,
-            aside,
-            len,
-            moved: false,
-        };
         // SAFETY: our pages (page-aligned, `len` bytes of our mapping) to the
         // guest's emptied range; DONTUNMAP keeps our range mapped (empty).
         let moved = unsafe {
@@ -271,8 +263,13 @@ impl PagedBatch {
             tracing::error!("lending a partition's pages to the sandbox failed: {e}; aborting");
             std::process::abort();
         }
-        lent.moved = true;
-        Ok(lent)
+        Ok(Lent {
+            _batch: std::marker::PhantomData,
+            host,
+            guest,
+            aside,
+            len,
+        })
     }
 }
 
@@ -303,8 +300,6 @@ pub(crate) struct Lent<'a> {
     /// Where the guest's own pages wait.
     aside: *mut c_void,
     len: usize,
-    /// Whether the partition's pages are in the guest's range.
-    moved: bool,
 }
 
 impl Drop for Lent<'_> {
@@ -318,14 +313,11 @@ impl Drop for Lent<'_> {
         // mapped, empty); then the guest's own pages go back over that
         // range from where they waited, which leaves that place unmapped
         // (no DONTUNMAP: no memory charged).
-        let back = if self.moved {
-            unsafe { rustix::mm::mremap_fixed(guest, len, len, dontunmap, host) }
-        } else {
-            Ok(host)
-        }
-        .and_then(|_| unsafe {
-            rustix::mm::mremap_fixed(self.aside, len, len, MremapFlags::MAYMOVE, guest)
-        });
+        let back = unsafe { rustix::mm::mremap_fixed(guest, len, len, dontunmap, host) }.and_then(
+            |_| unsafe {
+                rustix::mm::mremap_fixed(self.aside, len, len, MremapFlags::MAYMOVE, guest)
+            },
+        );
         if let Err(e) = back {
             // The sandbox would keep host memory, the host would lose a
             // partition, or wasmtime would reset a read-only range: none is
