@@ -79,11 +79,13 @@ pub(crate) const LEND_BYTES: usize = 8 << 20;
 /// assert_eq!(paged.to_batch(), b);
 /// ```
 pub struct PagedBatch {
-    /// Start of the mapping (page-aligned); the data is its first `len` bytes.
+    /// Start of the mapping (page-aligned); the data is its first `bytes`.
     pages: NonNull<u8>,
-    /// Length of the mapping: `len` rounded up to [`LEND_ALIGN`], at least one.
+    /// Length of the mapping: `bytes` rounded up to [`LEND_ALIGN`], at least
+    /// one.
     map_len: usize,
-    len: usize,
+    /// Length of the data buffer.
+    bytes: usize,
     bounds: Vec<u32>,
 }
 
@@ -97,7 +99,7 @@ impl std::fmt::Debug for PagedBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PagedBatch")
             .field("records", &self.len())
-            .field("bytes", &self.len)
+            .field("bytes", &self.bytes)
             .finish_non_exhaustive()
     }
 }
@@ -130,7 +132,7 @@ impl PagedBatch {
         let this = Self {
             pages,
             map_len,
-            len: data.len(),
+            bytes: data.len(),
             bounds: b.bounds().to_vec(),
         };
         // SAFETY: our mapping; from now on it is only read.
@@ -148,10 +150,10 @@ impl PagedBatch {
 
     /// The data buffer (keys and values).
     pub fn data(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes of our mapping, initialised in
+        // SAFETY: the first `bytes` of our mapping, initialised in
         // `new`, and in place whenever `&self` is available (lending holds
         // `&mut self` and puts the pages back before it returns).
-        unsafe { std::slice::from_raw_parts(self.pages.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.pages.as_ptr(), self.bytes) }
     }
 
     /// The offsets, laid out as in [`Batch`].

@@ -505,11 +505,7 @@ impl Plugin {
 
     fn output(&self, op: &str, r: Result<wit::Batch, wit::OpError>) -> Result<Batch, Error> {
         let b = r.map_err(|e| self.op_error(op, e))?;
-        Batch::from_parts(b.data, b.bounds).map_err(|e| Error::BadOutput {
-            plugin: self.name.clone(),
-            operator: op.to_string(),
-            message: e.to_string(),
-        })
+        Batch::from_parts(b.data, b.bounds).map_err(|e| self.bad_output(op, e.to_string()))
     }
 
     fn op_error(&self, op: &str, e: wit::OpError) -> Error {
@@ -619,27 +615,35 @@ impl Plugin {
             pieces.iter().map(|p| (op, params, p)),
             |(r,): (Result<Vec<u32>, wit::OpError>,)| {
                 let (start, len) = spans.next().expect("one span per piece");
-                let kept = r.map_err(|e| self.op_error(op, in_partition(e, start)))?;
-                // Each index is checked against its own piece (order and the
-                // partition's range are checked by `select`).
-                if let Some(i) = kept.iter().find(|i| **i >= len) {
-                    return Err(Error::BadOutput {
-                        plugin: self.name.clone(),
-                        operator: op.to_string(),
-                        message: format!(
-                            "selection index {i} out of range (a call over {len} records)"
-                        ),
-                    });
-                }
-                keep.extend(kept.into_iter().map(|i| i + start));
-                Ok(())
+                self.take_kept(op, r, start, len, &mut keep)
             },
         )?;
-        input.select(&keep).map_err(|e| Error::BadOutput {
-            plugin: self.name.clone(),
-            operator: op.to_string(),
-            message: e.to_string(),
-        })
+        input
+            .select(&keep)
+            .map_err(|e| self.bad_output(op, e.to_string()))
+    }
+
+    /// Adds to `keep` the indices a filter call over records `start..start
+    /// + len` kept, numbered in the partition. Each index is checked against
+    /// its own call (order and the partition's range are checked by
+    /// `select`).
+    fn take_kept(
+        &self,
+        op: &str,
+        r: Result<Vec<u32>, wit::OpError>,
+        start: u32,
+        len: u32,
+        keep: &mut Vec<u32>,
+    ) -> Result<(), Error> {
+        let kept = r.map_err(|e| self.op_error(op, in_partition(e, start)))?;
+        if let Some(i) = kept.iter().find(|i| **i >= len) {
+            return Err(self.bad_output(
+                op,
+                format!("selection index {i} out of range (a call over {len} records)"),
+            ));
+        }
+        keep.extend(kept.into_iter().map(|i| i + start));
+        Ok(())
     }
 
     /// [`filter`](Self::filter) over a partition whose pages are lent to
@@ -663,28 +667,19 @@ impl Plugin {
         input: &mut crate::PagedBatch,
     ) -> Result<Batch, Error> {
         self.check(op, &[OperatorKind::Filter], params)?;
-        let Some(lending) = self.lending(input).filter(|_| !input.is_empty()) else {
-            return self.filter(op, params, &input.to_batch());
-        };
         let mut keep = Vec::new();
-        let lent = self.in_instance(op, |call| {
-            type Kept = (Result<Vec<u32>, wit::OpError>,);
-            let filter = call.func::<(u32,), Kept>(&lending.filter_lent)?;
-            self.each_lent(call, op, params, lending, input, |call, w| {
-                let (first, end) = (w.records.start as u32, w.records.end as u32);
-                let (r,) = call.call(&filter, (w.at as u32,))?;
-                let kept = r.map_err(|e| self.op_error(op, in_partition(e, first)))?;
-                let n = end - first;
-                if let Some(i) = kept.iter().find(|i| **i >= n) {
-                    return Err(self.bad_output(
-                        op,
-                        format!("selection index {i} out of range (a call over {n} records)"),
-                    ));
-                }
-                keep.extend(kept.into_iter().map(|i| i + first));
-                Ok(())
-            })
-        })?;
+        let lent = match self.lending(input).filter(|_| !input.is_empty()) {
+            Some(lending) => self.in_instance(op, |call| {
+                type Kept = (Result<Vec<u32>, wit::OpError>,);
+                let filter = call.func::<(u32,), Kept>(&lending.filter_lent)?;
+                self.each_lent(call, op, params, lending, input, |call, w| {
+                    let (r,) = call.call(&filter, (w.at as u32,))?;
+                    let (first, len) = (w.records.start as u32, w.records.len() as u32);
+                    self.take_kept(op, r, first, len, &mut keep)
+                })
+            })?,
+            None => false,
+        };
         if !lent {
             return self.filter(op, params, &input.to_batch());
         }
@@ -712,6 +707,7 @@ impl Plugin {
         self.exports.lending.as_ref().filter(|_| fits)
     }
 
+    /// The error for a malformed result of `op`.
     fn bad_output(&self, op: &str, message: String) -> Error {
         Error::BadOutput {
             plugin: self.name.clone(),
@@ -724,11 +720,11 @@ impl Plugin {
     /// `input`, then runs `each` once per window with the window's bounds
     /// given (`lent-bounds`) and its pages moved into that region, taking
     /// them back after each call. `Ok(false)` when the kernel refused to
-    /// move pages (nothing moved then): the caller copies instead. While pages are lent only calls whose
-    /// arguments are numbers may run: lowering anything else would have
-    /// wasmtime write into guest memory where the guest's `realloc` says,
-    /// which a hostile plugin could point at the read-only pages (a fault in
-    /// host code, not a trap).
+    /// move pages (nothing moved then): the caller copies instead. While
+    /// pages are lent only calls whose arguments are numbers may run:
+    /// lowering anything else would have wasmtime write into guest memory
+    /// where the guest's `realloc` says, which a hostile plugin could point
+    /// at the read-only pages (a fault in host code, not a trap).
     #[cfg(target_os = "linux")]
     fn each_lent(
         &self,
