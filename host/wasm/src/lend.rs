@@ -113,17 +113,13 @@ impl PagedBatch {
     pub fn new(b: &Batch) -> Result<Self, Error> {
         let data = b.data();
         let map_len = data.len().next_multiple_of(LEND_ALIGN).max(LEND_ALIGN);
-        // SAFETY: a fresh private anonymous mapping, placed by the kernel.
-        let p = unsafe {
-            rustix::mm::mmap_anonymous(
-                std::ptr::null_mut(),
-                map_len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                // Not charged to the commit limit (but under strict
-                // overcommit a move can still fail, and then aborts).
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
-            )
-        }
+        // Not charged to the commit limit (but under strict overcommit a
+        // move can still fail, and then aborts).
+        let p = fresh(
+            map_len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::NORESERVE,
+        )
         .map_err(|e| os_error("mapping pages for a partition", e))?;
         let pages = NonNull::new(p.cast::<u8>()).expect("mmap does not return null");
         // SAFETY: the mapping is `map_len >= data.len()` bytes, writable,
@@ -224,17 +220,9 @@ impl PagedBatch {
         let len = w.pages.len();
         // SAFETY: `w.pages` is within our mapping (from `windows`).
         let host = unsafe { self.pages.add(w.pages.start) };
-        // A fresh reservation for the guest's pages, placed by the kernel.
-        // SAFETY: a new mapping nothing else knows of.
-        let aside = unsafe {
-            rustix::mm::mmap_anonymous(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
-            )
-        }
-        .map_err(|e| os_error("reserving room for a guest's pages", e))?;
+        // A fresh reservation for the guest's pages.
+        let aside = fresh(len, ProtFlags::empty(), MapFlags::NORESERVE)
+            .map_err(|e| os_error("reserving room for a guest's pages", e))?;
         let dontunmap = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
         // SAFETY: the guest's range (as the caller promises) over our
         // reservation; DONTUNMAP leaves the guest's range mapped (empty), so
@@ -330,6 +318,14 @@ impl Drop for Lent<'_> {
     }
 }
 
+/// A new private anonymous mapping of `len` bytes, placed by the kernel.
+fn fresh(len: usize, prot: ProtFlags, flags: MapFlags) -> rustix::io::Result<*mut c_void> {
+    // SAFETY: a mapping nothing else knows of; it replaces nothing.
+    unsafe {
+        rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, prot, MapFlags::PRIVATE | flags)
+    }
+}
+
 /// Whether this host can lend: its page size divides [`LEND_ALIGN`] and
 /// its kernel moves pages with `MREMAP_DONTUNMAP` (Linux 5.7 and later),
 /// tried once on scratch pages. Where it cannot, callers copy instead.
@@ -340,15 +336,11 @@ pub(crate) fn supported() -> bool {
             return false;
         }
         let scratch = || {
-            // SAFETY: a fresh private anonymous mapping, placed by the kernel.
-            unsafe {
-                rustix::mm::mmap_anonymous(
-                    std::ptr::null_mut(),
-                    LEND_ALIGN,
-                    ProtFlags::READ | ProtFlags::WRITE,
-                    MapFlags::PRIVATE,
-                )
-            }
+            fresh(
+                LEND_ALIGN,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::empty(),
+            )
         };
         let (Ok(a), Ok(b)) = (scratch(), scratch()) else {
             return false;
