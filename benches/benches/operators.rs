@@ -35,13 +35,7 @@ fn group<'a>(
 }
 
 fn operators(c: &mut Criterion) {
-    // Lending allowed for `grep/wasm-lent` (experimental, trusted plugins
-    // only: see `Limits::lend_input`).
-    let runtime = Runtime::new(Limits {
-        lend_input: true,
-        ..Limits::default()
-    })
-    .expect("a runtime");
+    let runtime = Runtime::new(Limits::default()).expect("a runtime");
     let parts = partitions(RECORDS, PARTITION);
     let sample = partitions(PER_RECORD_SAMPLE, PER_RECORD_SAMPLE).remove(0);
     let sample_singletons = singletons(&sample);

@@ -12,10 +12,20 @@
 //!   partition's pages at the region (`MAP_SHARED | MAP_FIXED`, read-only),
 //!   searches, and maps fresh anonymous memory back (with and without
 //!   `MAP_POPULATE`).
-//! - `mremap, moved and back`: partitions in anonymous mappings of their
-//!   own; each call moves the pages to the region and back
-//!   (`MREMAP_DONTUNMAP`, then `mprotect` of the region), as
-//!   `Plugin::filter_lent` does (host/wasm/src/lend.rs).
+//! - `read-only anon, mremap+mprotect`: partitions in anonymous mappings
+//!   of their own, read-only; each call moves the pages to the region and
+//!   back (`MREMAP_DONTUNMAP`, then `mprotect` of the region), as
+//!   `Plugin::filter_lent` did before copy-on-write lending (a write by
+//!   `memory.fill` into such pages crashed the host).
+//! - `copy-on-write memfd, mremap`: partitions in a memfd, each mapped
+//!   once, private and writable (a write lands in a copy), page tables
+//!   filled once (`MADV_POPULATE_READ`); each call moves the pages to the
+//!   region and back, and reads `/proc/self/pagemap` for the region (to
+//!   find copies) only if the thread took a page fault meanwhile
+//!   (`getrusage(RUSAGE_THREAD)`): what `Plugin::filter_lent` does
+//!   (host/wasm/src/lend.rs).
+//! - `+ pagemap read every call`: the same, reading the page map after
+//!   every call (the cost of a call that faulted).
 //!
 //! Every variant counts the same matches (checked). Linux only.
 #![allow(clippy::print_stdout)]
@@ -84,6 +94,34 @@ mod linux {
                 dst[at..at + 6].copy_from_slice(b"needle");
             }
         }
+    }
+
+    /// Page faults the calling thread has taken.
+    fn thread_faults() -> libc::c_long {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: a writable rusage; RUSAGE_THREAD names this thread.
+        assert_eq!(
+            unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) },
+            0
+        );
+        // SAFETY: filled by the call.
+        unsafe { usage.assume_init() }.ru_minflt
+    }
+
+    /// Pages in `entries.len() / 8` pages at `at` that are present or
+    /// swapped but not the file's (copies made by a write), read from
+    /// `/proc/self/pagemap` into `entries`.
+    fn copied(pagemap: &std::fs::File, at: *const u8, entries: &mut [u8]) -> usize {
+        use std::os::unix::fs::FileExt;
+        let page = rustix::param::page_size() as u64;
+        pagemap
+            .read_exact_at(entries, at as u64 / page * 8)
+            .expect("reading /proc/self/pagemap");
+        entries
+            .chunks_exact(8)
+            .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes")))
+            .filter(|e| e & (3 << 62) != 0 && e & (1 << 61) == 0)
+            .count()
     }
 
     fn count(f: &Finder<'_>, s: &[u8]) -> usize {
@@ -202,13 +240,79 @@ mod linux {
             }
             n
         };
+        // Each partition mapped once from the memfd, private and writable:
+        // a write would land in a private copy, never in the memfd.
+        let private: Vec<*mut u8> = (0..PARTS)
+            .map(|i| {
+                // SAFETY: a fresh private mapping of partition i.
+                let p = unsafe {
+                    rustix::mm::mmap(
+                        std::ptr::null_mut(),
+                        PART,
+                        ProtFlags::READ | ProtFlags::WRITE,
+                        MapFlags::PRIVATE,
+                        &fd,
+                        (i * PART) as u64,
+                    )
+                }
+                .expect("private mapping");
+                // SAFETY: our mapping; fills page tables without writing.
+                unsafe { rustix::mm::madvise(p, PART, rustix::mm::Advice::LinuxPopulateRead) }
+                    .expect("populate");
+                p.cast()
+            })
+            .collect();
+        let pagemap = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
+        let entries = std::cell::RefCell::new(vec![0u8; PART / rustix::param::page_size() * 8]);
+        // What `Plugin::filter_lent` does: move the private pages in, search,
+        // look for copies page by page if this thread faulted meanwhile (or
+        // always, `check_always`: a call that faulted), move them back.
+        let lend = |check_always: bool| {
+            let mut n = 0;
+            for &p in &private {
+                let (host, guest): (*mut c_void, *mut c_void) = (p.cast(), region.cast());
+                let flags = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
+                // SAFETY: both ranges ours, page-aligned, PART bytes.
+                unsafe { rustix::mm::mremap_fixed(host, PART, PART, flags, guest) }
+                    .expect("move in");
+                let faults = thread_faults();
+                n += count(&finder, read(region));
+                if check_always || thread_faults() != faults {
+                    let copies = copied(&pagemap, region, &mut entries.borrow_mut());
+                    assert_eq!(copies, 0, "a read copied a page");
+                }
+                // SAFETY: as above, the other way.
+                unsafe { rustix::mm::mremap_fixed(guest, PART, PART, flags, host) }
+                    .expect("move back");
+            }
+            n
+        };
+        // A write into the private pages is a copy, found and dropped; the
+        // memfd's page comes back.
+        {
+            let p = private[0];
+            let faults = thread_faults();
+            // SAFETY: our private mapping; the write lands in a copy.
+            unsafe { *p.add(5000) ^= 1 };
+            assert!(thread_faults() > faults, "a copy-on-write fault");
+            assert_eq!(copied(&pagemap, p, &mut entries.borrow_mut()), 1);
+            // SAFETY: drops the copy of page 1.
+            unsafe {
+                rustix::mm::madvise(p.add(4096).cast(), 4096, rustix::mm::Advice::LinuxDontNeed)
+            }
+            .expect("madvise");
+            assert_eq!(copied(&pagemap, p, &mut entries.borrow_mut()), 0);
+            assert!(read(p) == read(parts[0]), "the memfd's bytes");
+        }
         type Run<'a> = (&'static str, Box<dyn Fn() -> usize + 'a>);
         let variants: Vec<Run<'_>> = vec![
             ("in place (search only)", Box::new(in_place)),
             ("copy, 256 KiB pieces", Box::new(copy)),
             ("memfd, mmap per call", Box::new(|| memfd(false))),
             ("memfd, mmap + MAP_POPULATE", Box::new(|| memfd(true))),
-            ("mremap, moved and back", Box::new(mremap)),
+            ("read-only anon, mremap+mprotect", Box::new(mremap)),
+            ("copy-on-write memfd, mremap", Box::new(|| lend(false))),
+            ("  + pagemap read every call", Box::new(|| lend(true))),
         ];
         let mut times = vec![Vec::<Duration>::new(); variants.len()];
         for _ in 0..runs {
@@ -231,7 +335,7 @@ mod linux {
         let base = median(&mut times[0]);
         for ((name, _), t) in variants.iter().zip(&mut times) {
             let ms = median(t);
-            println!("  {name:<28} {ms:>8.1} ms   {:>5.2}x in place", ms / base);
+            println!("  {name:<34} {ms:>8.1} ms   {:>5.2}x in place", ms / base);
         }
     }
 }

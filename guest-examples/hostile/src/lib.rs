@@ -66,8 +66,8 @@ pub fn chatty(line: &str) -> String {
     line.to_string()
 }
 
-/// Writes into its input (which a host may have lent read-only) and keeps
-/// every line.
+/// Writes into its input with a store (which a host may have lent,
+/// copy-on-write) and keeps every line.
 #[dstream::filter]
 pub fn scribble(line: &[u8]) -> bool {
     if !line.is_empty() {
@@ -75,6 +75,29 @@ pub fn scribble(line: &[u8]) -> bool {
         unsafe { std::ptr::write_volatile(line.as_ptr().cast_mut(), b'#') };
     }
     true
+}
+
+/// Overwrites its input with bulk-memory instructions (`memory.fill`,
+/// then `memory.copy`, which wasmtime runs in host code) and keeps a line
+/// only if it then reads back what it wrote: with a copy, or with lent
+/// copy-on-write pages, it keeps every line.
+#[dstream::filter]
+pub fn smear(line: &[u8]) -> bool {
+    let n = line.len();
+    if n == 0 {
+        return true;
+    }
+    // Laundered, so the compiler cannot see the writes go through a shared
+    // borrow (and drop them).
+    let p = std::hint::black_box(line.as_ptr().cast_mut());
+    // SAFETY: none; a hostile plugin writing through a shared borrow
+    // (lengths unknown at compile time: bulk-memory instructions).
+    unsafe {
+        std::ptr::write_bytes(p, b'#', n);
+        std::ptr::copy(p, p.add(n / 2), n - n / 2);
+    }
+    // SAFETY: as above; the reads must not be folded away.
+    (0..n).all(|i| unsafe { std::ptr::read_volatile(p.add(i)) } == b'#')
 }
 
 /// Returns a filter selection that is out of order (the host must reject it).
@@ -101,4 +124,6 @@ pub mod bad_select {
     }
 }
 
-dstream::plugin!(spin, hog, trap, boom, fail, chatty, scribble, bad_select);
+dstream::plugin!(
+    spin, hog, trap, boom, fail, chatty, scribble, smear, bad_select
+);

@@ -37,8 +37,8 @@ unsafe extern "C" {
 }
 
 /// Asks WASI for the time with its return area inside its own input, and
-/// keeps every line: a host that lent the input read-only would fault in
-/// its own code writing the answer, so it must not lend to WASI plugins.
+/// keeps every line: the host writes the answer into the input from its
+/// own code, which is why it never lends to WASI plugins.
 #[dstream::filter]
 pub fn clobber(line: &[u8]) -> bool {
     #[cfg(target_arch = "wasm32")]

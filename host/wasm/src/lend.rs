@@ -2,45 +2,52 @@
 //!
 //! Copying a partition into guest memory reads it from main memory once
 //! more than a native operator does (grep: the copy was ~45% of the Wasm
-//! time). A [`PagedBatch`] keeps its bytes in pages of their own, read-only;
-//! for a call, the host moves those pages into a region the guest set aside
-//! (`lend` in the contract) and back out afterwards, with Linux `mremap`:
-//! page tables move, no byte is copied and no page faults in again.
-//! Measured without Wasm (`cargo run --release -p dstream-benches --bin
-//! lending`, benches/README.md): before a search over 10 MiB partitions,
-//! moving the pages in and back added 13-25% to the search alone, copying
-//! them 51-64%, and mapping them from a memfd (a page-table entry built per
-//! 4 KiB page on every call) 240-270%.
+//! time). A [`PagedBatch`] keeps its bytes in a sealed memfd, mapped
+//! once, privately; for a call, the host moves that mapping's pages into a
+//! region the guest set aside (`lend` in the contract) and back out
+//! afterwards, with Linux `mremap`: page tables move, no byte is copied
+//! and no page faults in again. Measured without Wasm (`cargo run
+//! --release -p dstream-benches --bin lending`, benches/README.md): before
+//! a search over 10 MiB partitions, moving the pages in and back added
+//! 4-11% to the search alone, copying them 51-72%, and mapping them from
+//! the memfd on every call (a page-table entry built per 4 KiB page)
+//! 240-270%.
 //!
-//! **Experimental, off by default** ([`Limits::lend_input`](crate::Limits::lend_input)):
-//! wasmtime runs `memory.fill`, `memory.copy` and `memory.init` in host
-//! code (libcalls), so a plugin that writes into its lent, read-only input
-//! with one of them faults in host code and the process dies instead of
-//! trapping (found by review, reproduced; Rust's wasm32 std emits these
-//! instructions for every `memcpy`/`memset`). Only scalar stores trap. The
-//! way out, not built yet: lend private copy-on-write pages of a memfd
-//! (guest writes land in private copies, found afterwards through
-//! `/proc/self/pagemap` and dropped), so that no write can fault.
+//! The lent pages are **copy-on-write**, so lending behaves exactly like a
+//! copy: a guest may write into its input (with a store or with
+//! `memory.fill`/`memory.copy`, which wasmtime runs in host code); the
+//! write lands in a private copy of that page, never in the memfd, and
+//! never faults where the host could not turn it into a trap (the reason
+//! read-only lending had to stay off: such a write in host code killed the
+//! process). After the call, the host finds the pages a write copied and
+//! drops them, so the partition reads as it was: the check reads
+//! `/proc/self/pagemap` for the window (present or swapped, and not the
+//! file's page), but only when the calling thread took a page fault during
+//! the call (`getrusage(RUSAGE_THREAD)`). A write to a copy-on-write page
+//! always faults, on the thread that writes, and only this thread runs the
+//! guest; calls that fault for other reasons (a guest touching new heap
+//! pages) are checked too. Where the page map cannot be read, every page
+//! of the window is dropped (the memfd's page returns on the next read).
 //!
-//! Safety otherwise rests on these points (host/wasm/tests/hostile.rs tries each).
-//! The region is checked to lie inside the instance's memory (two lists,
-//! checked by wasmtime like any list), 64 KiB-aligned and as long as asked.
-//! Pool memories never move (`memory_may_move(false)`), so its address
-//! holds for the call. The guest's own pages in the region are moved aside
-//! first and put back after, so its memory ends as it was even if the
-//! region covered its data image (which wasmtime's reset would otherwise
-//! not restore). The partition's pages stay read-only in the sandbox, so a
-//! plugin cannot change them: a store traps. While pages are lent, only
-//! calls whose arguments are numbers run, and plugins with WASI imports
-//! (whose results wasmtime writes into guest memory) are never lent to:
-//! nothing writes into the sandbox from host code, where a read-only page
-//! would crash the process instead of trapping. Moves that leave a range
-//! keep it mapped (`MREMAP_DONTUNMAP`) while anything could still be placed
-//! there, and nothing is charged to the commit limit (`MAP_NORESERVE`); a
-//! failure to put pages back aborts the process rather than leave the
-//! sandbox holding host memory. And wasmtime is built without its
-//! `memory-protection-keys` feature: moved pages keep the host's key, which
-//! under MPK striping any instance of the pool could read.
+//! Safety otherwise rests on these points (host/wasm/tests/hostile.rs tries
+//! each). The region is checked to lie inside the instance's memory (two
+//! lists, checked by wasmtime like any list), 64 KiB-aligned and as long
+//! as asked. Pool memories never move (`memory_may_move(false)`), so its
+//! address holds for the call. The guest's own pages in the region are
+//! moved aside first and put back after, so its memory ends as it was even
+//! if the region covered its data image (which wasmtime's reset would
+//! otherwise not restore). The memfd is sealed (no write, grow or shrink):
+//! no mapping of it can change the partition. Plugins with WASI imports
+//! are still never lent to: their host functions could write into guest
+//! memory from another thread or through the kernel, which the calling
+//! thread's fault count would not see. Moves that leave a range keep it
+//! mapped (`MREMAP_DONTUNMAP`) while anything could still be placed there,
+//! and nothing is charged to the commit limit (`MAP_NORESERVE`); a failure
+//! to put pages back, or to drop a guest's copies, aborts the process
+//! rather than leave the sandbox holding host memory or the partition
+//! changed. And wasmtime is built without its `memory-protection-keys`
+//! feature: moved pages keep the host's key, which under MPK striping any
+//! instance of the pool could read.
 //!
 //! Cheap lending also needs wasmtime's `pagemap_scan` reset (Linux 6.7 and
 //! later): it resets only the pages an instance wrote. Without it, the pool
@@ -52,7 +59,9 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 
 use dstream_core::Batch;
-use rustix::mm::{MapFlags, MprotectFlags, MremapFlags, ProtFlags};
+use rustix::fd::OwnedFd;
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::mm::{Advice, MapFlags, MremapFlags, ProtFlags};
 
 use crate::Error;
 
@@ -65,8 +74,8 @@ pub(crate) const LEND_ALIGN: usize = 64 << 10;
 /// the region a guest sets aside stays small next to its memory limit.
 pub(crate) const LEND_BYTES: usize = 8 << 20;
 
-/// A partition whose data buffer lives in pages of its own (an anonymous
-/// mapping, read-only once filled), so that
+/// A partition whose data buffer lives in pages of its own (a sealed
+/// memfd, mapped privately), so that
 /// [`Plugin::filter_lent`](crate::Plugin::filter_lent) can lend its pages to
 /// a guest instead of copying them. Linux only.
 ///
@@ -77,19 +86,36 @@ pub(crate) const LEND_BYTES: usize = 8 << 20;
 /// let b: Batch = [("", "a needle"), ("", "hay")].into_iter().collect();
 /// let paged = PagedBatch::new(&b).expect("memory for its pages");
 /// assert_eq!(paged.to_batch(), b);
+/// assert_eq!(paged.lend_stats().windows, 0);
 /// ```
 pub struct PagedBatch {
-    /// Start of the mapping (page-aligned); the data is its first `bytes`.
+    /// The bytes, sealed against any change.
+    _file: OwnedFd,
+    /// Start of our private mapping of the file (page-aligned); the data
+    /// is its first `bytes`.
     pages: NonNull<u8>,
-    /// Length of the mapping: `bytes` rounded up to [`LEND_ALIGN`], at least
-    /// one.
+    /// Length of the file and the mapping: `bytes` rounded up to
+    /// [`LEND_ALIGN`], at least one.
     map_len: usize,
     /// Length of the data buffer.
     bytes: usize,
     bounds: Vec<u32>,
+    stats: LendStats,
 }
 
-// SAFETY: the mapping is owned, immutable while shared (`&self` only reads
+/// What lending did with one [`PagedBatch`] so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LendStats {
+    /// Windows of records whose pages were lent to a guest (one call each).
+    pub windows: u64,
+    /// Lent windows checked page by page afterwards, because the call took
+    /// a page fault (as any write into lent pages does).
+    pub checked: u64,
+    /// Pages a guest wrote into (its private copies), dropped afterwards.
+    pub dropped_pages: u64,
+}
+
+// SAFETY: the mapping is owned, unchanged while shared (`&self` only reads
 // it; lending needs `&mut self`), and freed once, on drop.
 unsafe impl Send for PagedBatch {}
 // SAFETY: as above.
@@ -100,6 +126,7 @@ impl std::fmt::Debug for PagedBatch {
         f.debug_struct("PagedBatch")
             .field("records", &self.len())
             .field("bytes", &self.bytes)
+            .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
 }
@@ -113,42 +140,55 @@ impl PagedBatch {
     pub fn new(b: &Batch) -> Result<Self, Error> {
         let data = b.data();
         let map_len = data.len().next_multiple_of(LEND_ALIGN).max(LEND_ALIGN);
-        // Not charged to the commit limit (but under strict overcommit a
-        // move can still fail, and then aborts).
-        let p = fresh(
-            map_len,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::NORESERVE,
-        )
-        .map_err(|e| os_error("mapping pages for a partition", e))?;
-        let pages = NonNull::new(p.cast::<u8>()).expect("mmap does not return null");
-        // SAFETY: the mapping is `map_len >= data.len()` bytes, writable,
-        // and ours alone.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), pages.as_ptr(), data.len()) };
-        let this = Self {
-            pages,
+        let file =
+            sealed_file(data, map_len).map_err(|e| os_error("a memfd for a partition", e))?;
+        // Private and writable: a write (the guest's) lands in a copy of
+        // the page, never in the file. Not charged to the commit limit
+        // (copies are few and dropped after each call).
+        // SAFETY: a fresh mapping of our file, placed by the kernel.
+        let p = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+                &file,
+                0,
+            )
+        }
+        .map_err(|e| os_error("mapping a partition's pages", e))?;
+        // Page tables filled once, for reading (Linux 5.14; before it, the
+        // first read of each page faults it in).
+        // SAFETY: our mapping; populating for read copies nothing.
+        let _ = unsafe { rustix::mm::madvise(p, map_len, Advice::LinuxPopulateRead) };
+        Ok(Self {
+            _file: file,
+            pages: NonNull::new(p.cast::<u8>()).expect("mmap does not return null"),
             map_len,
             bytes: data.len(),
             bounds: b.bounds().to_vec(),
-        };
-        // SAFETY: our mapping; from now on it is only read.
-        unsafe { rustix::mm::mprotect(p, map_len, MprotectFlags::READ) }
-            .map_err(|e| os_error("making a partition's pages read-only", e))?;
-        Ok(this)
+            stats: LendStats::default(),
+        })
     }
 
-    /// Whether this host lends pages to plugins (Linux 5.7 or later, pages
+    /// Whether this host lends pages to plugins (Linux 5.13 or later, pages
     /// that divide 64 KiB); where it does not,
     /// [`Plugin::filter_lent`](crate::Plugin::filter_lent) copies.
     pub fn lending_supported() -> bool {
         supported()
     }
 
+    /// What lending did with this batch so far.
+    pub fn lend_stats(&self) -> LendStats {
+        self.stats
+    }
+
     /// The data buffer (keys and values).
     pub fn data(&self) -> &[u8] {
-        // SAFETY: the first `bytes` of our mapping, initialised in
-        // `new`, and in place whenever `&self` is available (lending holds
-        // `&mut self` and puts the pages back before it returns).
+        // SAFETY: the first `bytes` of our mapping, as in the sealed file
+        // whenever `&self` is available (lending holds `&mut self`, drops
+        // any page a guest wrote and puts the pages back before it
+        // returns).
         unsafe { std::slice::from_raw_parts(self.pages.as_ptr(), self.bytes) }
     }
 
@@ -205,13 +245,15 @@ impl PagedBatch {
     /// drops. The guest's own pages there are first moved aside (to a fresh
     /// reservation of ours) and are put back when the guard drops, so the
     /// guest's memory ends as it was, whatever the region covered (its data
-    /// image included). An error moving them aside leaves everything as it
-    /// was; one moving the partition's pages in aborts (see below).
+    /// image included); pages the guest wrote meanwhile are dropped first.
+    /// An error moving them aside leaves everything as it was; one moving
+    /// the partition's pages in aborts (see below).
     ///
     /// # Safety
     /// `guest..guest + w.pages.len()` must be page-aligned memory of a
     /// guest that nothing else uses until the guard drops (a region the
-    /// guest's `lend` named, inside a memory that cannot move).
+    /// guest's `lend` named, inside a memory that cannot move), and only
+    /// the calling thread may run that guest until then.
     pub(crate) unsafe fn lend<'a>(
         &'a mut self,
         w: &Window,
@@ -221,8 +263,7 @@ impl PagedBatch {
         // SAFETY: `w.pages` is within our mapping (from `windows`).
         let host = unsafe { self.pages.add(w.pages.start) };
         // A fresh reservation for the guest's pages.
-        let aside = fresh(len, ProtFlags::empty(), MapFlags::NORESERVE)
-            .map_err(|e| os_error("reserving room for a guest's pages", e))?;
+        let aside = fresh(len).map_err(|e| os_error("reserving room for a guest's pages", e))?;
         let dontunmap = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
         // SAFETY: the guest's range (as the caller promises) over our
         // reservation; DONTUNMAP leaves the guest's range mapped (empty), so
@@ -253,23 +294,42 @@ impl PagedBatch {
             tracing::error!("lending a partition's pages to the sandbox failed: {e}; aborting");
             std::process::abort();
         }
+        self.stats.windows += 1;
         Ok(Lent {
-            _batch: std::marker::PhantomData,
             host,
             guest,
             aside,
             len,
+            faults: thread_faults(),
+            stats: &mut self.stats,
         })
     }
 }
 
 impl Drop for PagedBatch {
     fn drop(&mut self) {
-        // SAFETY: our mapping, no longer borrowed.
+        // SAFETY: our mapping, no longer borrowed (the file closes after).
         if let Err(e) = unsafe { rustix::mm::munmap(self.pages.as_ptr().cast(), self.map_len) } {
             tracing::error!("unmapping a partition's pages: {e}");
         }
     }
+}
+
+/// A memfd of `len` bytes starting with `data`, sealed: no one can write,
+/// grow or shrink it any more.
+fn sealed_file(data: &[u8], len: usize) -> rustix::io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(
+        "dstream-partition",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    rustix::fs::ftruncate(&fd, len as u64)?;
+    let mut at = 0;
+    while at < data.len() {
+        at += rustix::io::pwrite(&fd, &data[at..], at as u64)?;
+    }
+    let seals = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
+    rustix::fs::fcntl_add_seals(&fd, seals)?;
+    Ok(fd)
 }
 
 /// Records lent in one call: their range in the batch, the pages holding
@@ -281,15 +341,17 @@ pub(crate) struct Window {
     pub(crate) at: usize,
 }
 
-/// Pages lent to a guest; dropping it moves them back, and the guest's own
-/// pages back into its memory.
+/// Pages lent to a guest; dropping it drops the pages the guest wrote,
+/// moves the rest back, and the guest's own pages back into its memory.
 pub(crate) struct Lent<'a> {
-    _batch: std::marker::PhantomData<&'a mut PagedBatch>,
     host: NonNull<u8>,
     guest: NonNull<u8>,
     /// Where the guest's own pages wait.
     aside: *mut c_void,
     len: usize,
+    /// The calling thread's page faults when the pages moved in.
+    faults: Option<libc::c_long>,
+    stats: &'a mut LendStats,
 }
 
 impl Drop for Lent<'_> {
@@ -297,6 +359,13 @@ impl Drop for Lent<'_> {
         let (host, guest): (*mut c_void, *mut c_void) =
             (self.host.as_ptr().cast(), self.guest.as_ptr().cast());
         let len = self.len;
+        // A write into a lent page faults on the thread that writes: no new
+        // fault on this one (the only one running the guest), no copy.
+        if self.faults.is_none() || thread_faults() != self.faults {
+            self.stats.checked += 1;
+            // SAFETY: the lent range, still ours until moved back below.
+            self.stats.dropped_pages += unsafe { drop_copies(guest, len) };
+        }
         let dontunmap = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
         // SAFETY: the partition's pages go back from the guest's range to
         // ours (whose empty mapping they replace; the guest's range stays
@@ -310,7 +379,7 @@ impl Drop for Lent<'_> {
         );
         if let Err(e) = back {
             // The sandbox would keep host memory, the host would lose a
-            // partition, or wasmtime would reset a read-only range: none is
+            // partition, or wasmtime would reset a file's range: none is
             // safe to run on with.
             tracing::error!("taking lent pages back from the sandbox failed: {e}; aborting");
             std::process::abort();
@@ -318,44 +387,128 @@ impl Drop for Lent<'_> {
     }
 }
 
-/// A new private anonymous mapping of `len` bytes, placed by the kernel.
-fn fresh(len: usize, prot: ProtFlags, flags: MapFlags) -> rustix::io::Result<*mut c_void> {
+/// Page faults the calling thread has taken (`getrusage(RUSAGE_THREAD)`),
+/// or `None` where that cannot be read.
+fn thread_faults() -> Option<libc::c_long> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is a writable rusage; RUSAGE_THREAD names this thread.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
+    // SAFETY: filled by a successful call.
+    (rc == 0).then(|| unsafe { usage.assume_init() }.ru_minflt)
+}
+
+/// Drops the pages in `len` bytes at `at` that a write copied (present or
+/// swapped, and not the file's page: `/proc/self/pagemap`), so the file's
+/// page returns on the next read; every page of the range where the page
+/// map cannot be read. Returns how many were dropped. Aborts if the kernel
+/// refuses to drop them (the partition would stay changed).
+///
+/// # Safety
+/// `at..at + len` must be a page-aligned range of a private mapping of a
+/// file that nothing reads until this returns.
+unsafe fn drop_copies(at: *mut c_void, len: usize) -> u64 {
+    let page = rustix::param::page_size();
+    let runs = copied_pages(at, len).unwrap_or_else(|e| {
+        tracing::warn!("reading /proc/self/pagemap: {e}; dropping every lent page");
+        let every = 0..len / page;
+        vec![every]
+    });
+    let mut dropped = 0;
+    for run in runs {
+        // SAFETY: pages within the range, as the caller promises; on a
+        // private file mapping MADV_DONTNEED drops the copies.
+        let r = unsafe {
+            rustix::mm::madvise(
+                at.byte_add(run.start * page),
+                run.len() * page,
+                Advice::LinuxDontNeed,
+            )
+        };
+        if let Err(e) = r {
+            tracing::error!("dropping pages a plugin wrote into its lent input: {e}; aborting");
+            std::process::abort();
+        }
+        dropped += run.len() as u64;
+    }
+    dropped
+}
+
+/// Runs of pages (indices from `at`) in `len` bytes at `at` that are
+/// present or swapped but not the mapped file's own: copies made by a
+/// write.
+fn copied_pages(at: *const c_void, len: usize) -> std::io::Result<Vec<std::ops::Range<usize>>> {
+    use std::os::unix::fs::FileExt;
+    // Opened per check (rare: calls that faulted), so a forked child never
+    // reads its parent's page map.
+    let pagemap = std::fs::File::open("/proc/self/pagemap")?;
+    let page = rustix::param::page_size();
+    let mut entries = vec![0u8; len / page * 8];
+    pagemap.read_exact_at(&mut entries, (at as usize / page * 8) as u64)?;
+    const PRESENT_OR_SWAPPED: u64 = 3 << 62;
+    const FILE_PAGE: u64 = 1 << 61;
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, e) in entries.chunks_exact(8).enumerate() {
+        let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+        if e & PRESENT_OR_SWAPPED != 0 && e & FILE_PAGE == 0 {
+            match runs.last_mut() {
+                Some(run) if run.end == i => run.end += 1,
+                _ => runs.push(i..i + 1),
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// A new private anonymous mapping of `len` bytes, inaccessible, placed by
+/// the kernel and not charged to the commit limit.
+fn fresh(len: usize) -> rustix::io::Result<*mut c_void> {
     // SAFETY: a mapping nothing else knows of; it replaces nothing.
     unsafe {
-        rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, prot, MapFlags::PRIVATE | flags)
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
     }
 }
 
-/// Whether this host can lend: its page size divides [`LEND_ALIGN`] and
-/// its kernel moves pages with `MREMAP_DONTUNMAP` (Linux 5.7 and later),
-/// tried once on scratch pages. Where it cannot, callers copy instead.
+/// Whether this host can lend: its page size divides [`LEND_ALIGN`], it
+/// has memfds, and its kernel moves a file's pages with
+/// `MREMAP_DONTUNMAP` (Linux 5.13 and later), tried once on scratch
+/// pages. Where it cannot, callers copy instead.
 pub(crate) fn supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SUPPORTED.get_or_init(|| {
         if !LEND_ALIGN.is_multiple_of(rustix::param::page_size()) {
             return false;
         }
-        let scratch = || {
-            fresh(
-                LEND_ALIGN,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::empty(),
-            )
-        };
-        let (Ok(a), Ok(b)) = (scratch(), scratch()) else {
-            return false;
-        };
-        let flags = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
-        // SAFETY: both mappings are ours, page-aligned, LEND_ALIGN bytes,
-        // and unmapped below (`b` now holds `a`'s pages).
-        let moved = unsafe { rustix::mm::mremap_fixed(a, LEND_ALIGN, LEND_ALIGN, flags, b) };
-        for p in [a, b] {
-            // SAFETY: as above.
-            let _ = unsafe { rustix::mm::munmap(p, LEND_ALIGN) };
-        }
-        if let Err(e) = &moved {
+        let tried = sealed_file(&[], LEND_ALIGN).and_then(|file| {
+            // SAFETY: fresh mappings of our own, LEND_ALIGN bytes each,
+            // unmapped below (`to` then holds `from`'s pages).
+            unsafe {
+                let from = rustix::mm::mmap(
+                    std::ptr::null_mut(),
+                    LEND_ALIGN,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::PRIVATE | MapFlags::NORESERVE,
+                    &file,
+                    0,
+                )?;
+                let to = fresh(LEND_ALIGN);
+                let flags = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
+                let moved = to.and_then(|to| {
+                    rustix::mm::mremap_fixed(from, LEND_ALIGN, LEND_ALIGN, flags, to)
+                });
+                for p in [Ok(from), to] {
+                    let _ = p.map(|p| rustix::mm::munmap(p, LEND_ALIGN));
+                }
+                moved.map(|_| ())
+            }
+        });
+        if let Err(e) = &tried {
             tracing::info!("this kernel cannot lend pages to plugins ({e}); they get copies");
         }
-        moved.is_ok()
+        tried.is_ok()
     })
 }

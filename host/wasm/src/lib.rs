@@ -39,7 +39,7 @@ mod runtime;
 pub use error::Error;
 pub use host::GUEST_LOG_TARGET;
 #[cfg(target_os = "linux")]
-pub use lend::PagedBatch;
+pub use lend::{LendStats, PagedBatch};
 pub use plugin::{PIECE_BYTES, Plugin, Stage};
 pub use runtime::{Cancel, Limits, Runtime};
 

@@ -649,12 +649,14 @@ impl Plugin {
     /// [`filter`](Self::filter) over a partition whose pages are lent to
     /// the guest rather than copied into it (see [`PagedBatch`]): for each
     /// window of up to 8 MiB of records (less under a small memory limit:
-    /// [`Limits::call_input`](crate::Limits::call_input)), the pages move into a region the
-    /// guest set aside, read-only, and back out after the call. The output
-    /// is the same as `filter`'s. Unless the runtime's limits allow lending
-    /// ([`Limits::lend_input`](crate::Limits::lend_input), experimental, off
-    /// by default), and for a plugin built for contract 0.2.0 (no `lend`) or
-    /// one with WASI, the input is copied, as by `filter`. Linux only.
+    /// [`Limits::call_input`](crate::Limits::call_input)), the pages move
+    /// into a region the guest set aside, copy-on-write, and back out after
+    /// the call. The output is the same as `filter`'s, whatever the plugin
+    /// does to its input. Where lending is off
+    /// ([`Limits::lend_input`](crate::Limits::lend_input)) or the kernel
+    /// cannot move pages, and for a plugin built for contract 0.2.0 (no
+    /// `lend`) or one with WASI, the input is copied, as by `filter`.
+    /// Linux only.
     ///
     /// Needs `&mut` because the pages are away during the call.
     ///
@@ -694,11 +696,11 @@ impl Plugin {
     /// (a host that can move pages, offsets that fit the contract's u32).
     #[cfg(target_os = "linux")]
     fn lending(&self, input: &crate::PagedBatch) -> Option<&crate::runtime::Lending> {
-        // WASI imports write their results into guest memory from host
-        // code, where a lent (read-only) page would crash the process.
+        // Writes into lent pages are found through the calling thread's
+        // page faults; WASI's host functions, and component-model async
+        // built-ins, could write into guest memory from another thread or
+        // through the kernel, unseen.
         let no_wasi = matches!(self.wasi, Wasi::Refuse);
-        // Component-model async built-ins write into guest memory from host
-        // code too.
         let fits = self.limits().lend_input
             && !cfg!(feature = "component-model-async")
             && no_wasi
@@ -721,10 +723,8 @@ impl Plugin {
     /// given (`lent-bounds`) and its pages moved into that region, taking
     /// them back after each call. `Ok(false)` when the kernel refused to
     /// move pages (nothing moved then): the caller copies instead. While
-    /// pages are lent only calls whose arguments are numbers may run:
-    /// lowering anything else would have wasmtime write into guest memory
-    /// where the guest's `realloc` says, which a hostile plugin could point
-    /// at the read-only pages (a fault in host code, not a trap).
+    /// pages are lent only calls whose arguments are numbers run: nothing
+    /// but the guest itself, on this thread, writes into its memory.
     #[cfg(target_os = "linux")]
     fn each_lent(
         &self,
@@ -774,7 +774,8 @@ impl Plugin {
             // aligned. Only this instance uses that memory (a guest that
             // lied about the region loses its own data, nothing else); it
             // cannot move (`memory_may_move(false)`) and outlives `lent`,
-            // dropped below before the next window.
+            // dropped below before the next window; the instance runs on
+            // this thread only (synchronous calls, no shared memory).
             let lent = match unsafe { input.lend(w, guest) } {
                 Ok(lent) => lent,
                 Err(e) => {

@@ -38,13 +38,12 @@ pub struct Limits {
     /// with memset instead of being returned to the kernel): size it to a
     /// typical partition and its output.
     pub keep_resident: usize,
-    /// Experimental, off by default: let
-    /// [`Plugin::filter_lent`](crate::Plugin::filter_lent) lend a
-    /// partition's pages to plugins instead of copying them (Linux). Only
-    /// for trusted plugins: wasmtime runs `memory.fill`, `memory.copy` and
-    /// `memory.init` in host code, so a plugin that writes into its lent
-    /// (read-only) input with one of them crashes the host process instead
-    /// of trapping. Off, `filter_lent` copies, as `filter` does.
+    /// Let [`Plugin::filter_lent`](crate::Plugin::filter_lent) lend a
+    /// partition's pages to plugins instead of copying them (Linux; on by
+    /// default). The pages are copy-on-write: a plugin that writes into its
+    /// input changes only its own view, as with a copy (see
+    /// [`PagedBatch`](crate::PagedBatch)). Off, `filter_lent` copies, as
+    /// `filter` does.
     pub lend_input: bool,
 }
 
@@ -66,7 +65,7 @@ impl Default for Limits {
             component_size: 32 << 20,
             instances: 64,
             keep_resident: 64 << 20,
-            lend_input: false,
+            lend_input: true,
         }
     }
 }
@@ -129,8 +128,7 @@ impl Runtime {
             // A lent region's address must hold for the call (see lend.rs):
             // pool memories never move, and this makes it a guarantee.
             .memory_may_move(false)
-            // Out-of-bounds and read-only accesses trap by signal (the
-            // default, stated): a store into a lent page must be a trap.
+            // Out-of-bounds accesses trap by signal (the default, stated).
             .signals_based_traps(true);
         // `perf record` can name the JIT-compiled functions of plugins when
         // DSTREAM_WASM_PERFMAP is set (wasmtime writes /tmp/perf-PID.map).

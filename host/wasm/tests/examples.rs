@@ -64,14 +64,9 @@ fn stages(ops: &[&str]) -> Vec<Stage> {
         .collect()
 }
 
-/// Default limits, but lending allowed (the guest examples are trusted:
-/// see `Limits::lend_input`).
+/// Default limits (lending on).
 fn runtime() -> Runtime {
-    Runtime::new(Limits {
-        lend_input: true,
-        ..Limits::default()
-    })
-    .expect("runtime")
+    Runtime::new(Limits::default()).expect("runtime")
 }
 
 fn load(rt: &Runtime, name: &str, path: &str) -> Plugin {
@@ -498,7 +493,17 @@ fn grep_finds_the_pattern_wherever_it_lies() {
         );
     }
     #[cfg(target_os = "linux")]
-    assert_eq!(paged.to_batch(), input, "the lent pages came back intact");
+    {
+        assert_eq!(paged.to_batch(), input, "the lent pages came back intact");
+        // Lent, not silently copied: two windows per pattern; grep writes
+        // nothing into its input, so no page was dropped.
+        let stats = paged.lend_stats();
+        assert!(
+            !dstream_wasm::PagedBatch::lending_supported() || stats.windows >= 14,
+            "{stats:?}"
+        );
+        assert_eq!(stats.dropped_pages, 0, "{stats:?}");
+    }
     // Empty; one record smaller than a page; a record bigger than a window
     // ending on a 64 KiB edge, then an empty one (whose window starts at
     // the end of the pages).

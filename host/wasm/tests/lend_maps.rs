@@ -22,7 +22,6 @@ fn lending_at_moving_regions_keeps_the_mapping_count() {
     }
     let rt = Runtime::new(Limits {
         instances: 2,
-        lend_input: true,
         ..Limits::default()
     })
     .unwrap();
