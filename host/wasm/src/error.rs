@@ -11,6 +11,11 @@ pub enum Error {
     #[error("cannot set up the Wasm engine: {0}")]
     Engine(String),
 
+    /// The host could not get memory of its own for a partition (a
+    /// [`PagedBatch`](crate::PagedBatch)), or a kernel call on it failed.
+    #[error("cannot set up pages for a partition: {0}")]
+    Pages(String),
+
     /// The file is larger than the limit.
     #[error("plugin `{plugin}` is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {

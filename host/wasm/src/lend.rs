@@ -22,12 +22,16 @@
 //! process). After the call, the host finds the pages a write copied and
 //! drops them, so the partition reads as it was: the check reads
 //! `/proc/self/pagemap` for the window (present or swapped, and not the
-//! file's page), but only when the calling thread took a page fault during
-//! the call (`getrusage(RUSAGE_THREAD)`). A write to a copy-on-write page
-//! always faults, on the thread that writes, and only this thread runs the
-//! guest; calls that fault for other reasons (a guest touching new heap
-//! pages) are checked too. Where the page map cannot be read, every page
-//! of the window is dropped (the memfd's page returns on the next read).
+//! file's page), but only when the calling thread took a page fault, minor
+//! or major, during the call (`getrusage(RUSAGE_THREAD)`). A write to a
+//! copy-on-write page always faults, on the thread that writes (a major
+//! fault when the memfd's page had been swapped out: a review found that
+//! counting only minor faults let such a write through), and only this
+//! thread runs the guest; calls that fault for other reasons (a guest
+//! touching new heap pages) are checked too. Where the page map cannot be
+//! read, every page of the window is dropped (the memfd's page returns on
+//! the next read). The partition's pages are never locked, even under
+//! `mlockall` (the kernel refuses to drop copies from locked pages).
 //!
 //! Safety otherwise rests on these points (host/wasm/tests/hostile.rs tries
 //! each). The region is checked to lie inside the instance's memory (two
@@ -42,12 +46,20 @@
 //! memory from another thread or through the kernel, which the calling
 //! thread's fault count would not see. Moves that leave a range keep it
 //! mapped (`MREMAP_DONTUNMAP`) while anything could still be placed there,
-//! and nothing is charged to the commit limit (`MAP_NORESERVE`); a failure
-//! to put pages back, or to drop a guest's copies, aborts the process
-//! rather than leave the sandbox holding host memory or the partition
-//! changed. And wasmtime is built without its `memory-protection-keys`
-//! feature: moved pages keep the host's key, which under MPK striping any
-//! instance of the pool could read.
+//! and nothing is charged to the commit limit (`MAP_NORESERVE`; under
+//! strict overcommit, which ignores it, nothing is lent); a failure to
+//! move the partition's pages in or back, or to drop a guest's copies,
+//! aborts the process rather than leave the sandbox holding host memory
+//! or the partition changed. And wasmtime is built without its
+//! `memory-protection-keys` feature: moved pages keep the host's key,
+//! which under MPK striping any instance of the pool could read.
+//!
+//! Two differences from a copy remain, both inside the job's own data: a
+//! window's first and last 64 KiB pages may hold bytes of neighbouring
+//! records, which the guest can read (a copy holds only the window's
+//! records); and while a window is lent, the guest's own pages of its
+//! region wait outside its memory and its writes make copies, up to the
+//! window's size (8 MiB) of host memory per running call.
 //!
 //! Cheap lending also needs wasmtime's `pagemap_scan` reset (Linux 6.7 and
 //! later): it resets only the pages an instance wrote. Without it, the pool
@@ -89,10 +101,9 @@ pub(crate) const LEND_BYTES: usize = 8 << 20;
 /// assert_eq!(paged.lend_stats().windows, 0);
 /// ```
 pub struct PagedBatch {
-    /// The bytes, sealed against any change.
-    _file: OwnedFd,
-    /// Start of our private mapping of the file (page-aligned); the data
-    /// is its first `bytes`.
+    /// Start of our private mapping of a sealed memfd holding the bytes
+    /// (page-aligned; the mapping keeps the file, whose descriptor is
+    /// closed once mapped); the data is its first `bytes`.
     pages: NonNull<u8>,
     /// Length of the file and the mapping: `bytes` rounded up to
     /// [`LEND_ALIGN`], at least one.
@@ -132,7 +143,7 @@ impl std::fmt::Debug for PagedBatch {
 }
 
 fn os_error(what: &str, e: rustix::io::Errno) -> Error {
-    Error::Engine(format!("{what}: {e}"))
+    Error::Pages(format!("{what}: {e}"))
 }
 
 impl PagedBatch {
@@ -144,7 +155,9 @@ impl PagedBatch {
             sealed_file(data, map_len).map_err(|e| os_error("a memfd for a partition", e))?;
         // Private and writable: a write (the guest's) lands in a copy of
         // the page, never in the file. Not charged to the commit limit
-        // (copies are few and dropped after each call).
+        // (copies are few and dropped after each call) where the kernel
+        // honours MAP_NORESERVE (not under vm.overcommit_memory=2, where
+        // nothing is lent: see `supported`).
         // SAFETY: a fresh mapping of our file, placed by the kernel.
         let p = unsafe {
             rustix::mm::mmap(
@@ -161,8 +174,13 @@ impl PagedBatch {
         // first read of each page faults it in).
         // SAFETY: our mapping; populating for read copies nothing.
         let _ = unsafe { rustix::mm::madvise(p, map_len, Advice::LinuxPopulateRead) };
+        // Never locked (a host under mlockall(MCL_FUTURE) would lock it):
+        // the kernel refuses to drop a guest's copies from locked pages.
+        // SAFETY: our mapping.
+        let _ = unsafe { rustix::mm::munlock(p, map_len) };
+        // The mapping keeps the file; its descriptor is not needed.
+        drop(file);
         Ok(Self {
-            _file: file,
             pages: NonNull::new(p.cast::<u8>()).expect("mmap does not return null"),
             map_len,
             bytes: data.len(),
@@ -349,7 +367,8 @@ pub(crate) struct Lent<'a> {
     /// Where the guest's own pages wait.
     aside: *mut c_void,
     len: usize,
-    /// The calling thread's page faults when the pages moved in.
+    /// The calling thread's page faults (minor and major) when the pages
+    /// moved in.
     faults: Option<libc::c_long>,
     stats: &'a mut LendStats,
 }
@@ -387,14 +406,19 @@ impl Drop for Lent<'_> {
     }
 }
 
-/// Page faults the calling thread has taken (`getrusage(RUSAGE_THREAD)`),
-/// or `None` where that cannot be read.
+/// Page faults the calling thread has taken, minor and major
+/// (`getrusage(RUSAGE_THREAD)`), or `None` where that cannot be read. Both
+/// count: a write into a lent page whose memfd page was swapped out is a
+/// major fault (found by review, with swap on zram).
 fn thread_faults() -> Option<libc::c_long> {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: `usage` is a writable rusage; RUSAGE_THREAD names this thread.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
-    // SAFETY: filled by a successful call.
-    (rc == 0).then(|| unsafe { usage.assume_init() }.ru_minflt)
+    (rc == 0).then(|| {
+        // SAFETY: filled by a successful call.
+        let u = unsafe { usage.assume_init() };
+        u.ru_minflt.wrapping_add(u.ru_majflt)
+    })
 }
 
 /// Drops the pages in `len` bytes at `at` that a write copied (present or
@@ -415,15 +439,17 @@ unsafe fn drop_copies(at: *mut c_void, len: usize) -> u64 {
     });
     let mut dropped = 0;
     for run in runs {
-        // SAFETY: pages within the range, as the caller promises; on a
-        // private file mapping MADV_DONTNEED drops the copies.
-        let r = unsafe {
-            rustix::mm::madvise(
-                at.byte_add(run.start * page),
-                run.len() * page,
-                Advice::LinuxDontNeed,
-            )
-        };
+        // SAFETY: pages within the range, as the caller promises.
+        let (from, len) = (unsafe { at.byte_add(run.start * page) }, run.len() * page);
+        // SAFETY: as above. On a private file mapping MADV_DONTNEED drops
+        // the copies; it refuses locked pages (an mlockall(MCL_CURRENT)
+        // after the batch was made), so those are unlocked and tried again.
+        let r = unsafe { rustix::mm::madvise(from, len, Advice::LinuxDontNeed) }.or_else(|_| {
+            // SAFETY: as above.
+            unsafe { rustix::mm::munlock(from, len) }?;
+            // SAFETY: as above.
+            unsafe { rustix::mm::madvise(from, len, Advice::LinuxDontNeed) }
+        });
         if let Err(e) = r {
             tracing::error!("dropping pages a plugin wrote into its lent input: {e}; aborting");
             std::process::abort();
@@ -474,13 +500,21 @@ fn fresh(len: usize) -> rustix::io::Result<*mut c_void> {
 }
 
 /// Whether this host can lend: its page size divides [`LEND_ALIGN`], it
-/// has memfds, and its kernel moves a file's pages with
-/// `MREMAP_DONTUNMAP` (Linux 5.13 and later), tried once on scratch
-/// pages. Where it cannot, callers copy instead.
+/// does not use strict overcommit, it has memfds, and its kernel moves a
+/// file's pages with `MREMAP_DONTUNMAP` (Linux 5.13 and later), tried once
+/// on scratch pages. Where it cannot, callers copy instead.
 pub(crate) fn supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SUPPORTED.get_or_init(|| {
         if !LEND_ALIGN.is_multiple_of(rustix::param::page_size()) {
+            return false;
+        }
+        // Under strict overcommit MAP_NORESERVE is ignored and every move
+        // is charged to the commit limit: one refused moving the
+        // partition's pages in would have to abort.
+        if std::fs::read_to_string("/proc/sys/vm/overcommit_memory").is_ok_and(|m| m.trim() == "2")
+        {
+            tracing::info!("vm.overcommit_memory=2: plugins get copies, not lent pages");
             return false;
         }
         let tried = sealed_file(&[], LEND_ALIGN).and_then(|file| {
