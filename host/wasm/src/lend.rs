@@ -326,7 +326,7 @@ impl PagedBatch {
 
 impl Drop for PagedBatch {
     fn drop(&mut self) {
-        // SAFETY: our mapping, no longer borrowed (the file closes after).
+        // SAFETY: our mapping, no longer borrowed (the memfd goes with it).
         if let Err(e) = unsafe { rustix::mm::munmap(self.pages.as_ptr().cast(), self.map_len) } {
             tracing::error!("unmapping a partition's pages: {e}");
         }
