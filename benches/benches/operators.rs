@@ -51,14 +51,14 @@ fn operators(c: &mut Criterion) {
     });
     #[cfg(target_os = "linux")]
     {
-        let mut paged: Vec<dstream_wasm::PagedBatch> = parts
+        let paged: Vec<dstream_wasm::PagedBatch> = parts
             .iter()
             .map(|p| dstream_wasm::PagedBatch::new(p).expect("pages for a partition"))
             .collect();
         g.bench_function("wasm-lent", |b| {
             b.iter(|| {
                 paged
-                    .iter_mut()
+                    .iter()
                     .for_each(|p| drop(black_box(grep.wasm_lent(p))))
             })
         });

@@ -295,7 +295,7 @@ impl Grep {
     /// instead of copied into it (one fresh instance, one `filter-lent` call
     /// per 8 MiB window). Linux only.
     #[cfg(target_os = "linux")]
-    pub fn wasm_lent(&self, input: &mut dstream_wasm::PagedBatch) -> Batch {
+    pub fn wasm_lent(&self, input: &dstream_wasm::PagedBatch) -> Batch {
         self.plugin
             .filter_lent("grep", &self.params, input)
             .expect("wasm grep, lent input")
@@ -341,9 +341,9 @@ impl Grep {
             );
             #[cfg(target_os = "linux")]
             {
-                let mut paged = dstream_wasm::PagedBatch::new(p).expect("pages for a partition");
+                let paged = dstream_wasm::PagedBatch::new(p).expect("pages for a partition");
                 assert_eq!(
-                    self.wasm_lent(&mut paged),
+                    self.wasm_lent(&paged),
                     wasm,
                     "grep partition {i}: wasm with lent and with copied input differ"
                 );

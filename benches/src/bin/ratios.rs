@@ -225,15 +225,14 @@ fn main() {
     // Lent input: the same partitions in pages of their own, made before
     // any timing (a source would fill them in place of a `Batch`).
     #[cfg(target_os = "linux")]
-    let paged = std::cell::RefCell::new(paged(&parts));
+    let paged = paged(&parts);
     #[cfg(target_os = "linux")]
     let mut grep_lent = Some(Variant::new(
         "grep / wasm, input lent (copy-on-write)",
         RECORDS,
         || {
             paged
-                .borrow_mut()
-                .iter_mut()
+                .iter()
                 .for_each(|p| drop(black_box(grep.wasm_lent(p))))
         },
     ));
@@ -390,7 +389,6 @@ fn main() {
     );
     #[cfg(target_os = "linux")]
     if grep_lent.is_some() {
-        let paged = paged.borrow();
         let stats = paged.iter().map(|p| p.lend_stats());
         let sum = |f: fn(dstream_wasm::LendStats) -> u64| stats.clone().map(f).sum::<u64>();
         println!(
@@ -431,11 +429,11 @@ fn profile(variant: &str, runs: usize, instances: u32) {
     let empty = Batch::new();
     let each = |f: &dyn Fn(&Batch)| parts.iter().for_each(f);
     #[cfg(target_os = "linux")]
-    let mut paged = paged(&parts);
+    let paged = paged(&parts);
     let mut v = Variant::new("", RECORDS, || match variant {
         #[cfg(target_os = "linux")]
         "grep-wasm-lent" => paged
-            .iter_mut()
+            .iter()
             .for_each(|p| drop(black_box(grep.wasm_lent(p)))),
         "grep-wasm" => each(&|p| drop(black_box(grep.wasm(p)))),
         "grep-native" => each(&|p| drop(black_box(grep.native(p)))),

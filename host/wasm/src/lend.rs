@@ -3,7 +3,10 @@
 //! Copying a partition into guest memory reads it from main memory once
 //! more than a native operator does (grep: the copy was ~45% of the Wasm
 //! time). A [`PagedBatch`] keeps its bytes in a sealed memfd, mapped
-//! once, privately; for a call, the host moves that mapping's pages into a
+//! twice: a shared read-only view the host reads (which nothing can write
+//! and lending never moves, so a batch can be read and lent from many
+//! threads at once), and a private mapping; for a call, the host moves
+//! that private mapping's pages into a
 //! region the guest set aside (`lend` in the contract) and back out
 //! afterwards, with Linux `mremap`: page tables move, no byte is copied
 //! and no page faults in again. Measured without Wasm (`cargo run
@@ -69,6 +72,7 @@
 
 use std::ffi::c_void;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dstream_core::Batch;
 use rustix::fd::OwnedFd;
@@ -87,9 +91,14 @@ pub(crate) const LEND_ALIGN: usize = 64 << 10;
 pub(crate) const LEND_BYTES: usize = 8 << 20;
 
 /// A partition whose data buffer lives in pages of its own (a sealed
-/// memfd, mapped privately), so that
-/// [`Plugin::filter_lent`](crate::Plugin::filter_lent) can lend its pages to
-/// a guest instead of copying them. Linux only.
+/// memfd), so that [`Plugin::filter_lent`](crate::Plugin::filter_lent) can
+/// lend its pages to a guest instead of copying them. Linux only.
+///
+/// The host reads the bytes through a shared, read-only mapping of the
+/// sealed file, which nothing can change and lending never moves: `&self`
+/// is enough to read and to lend, from any thread. A second, private
+/// mapping is what a lend moves into the sandbox, one call at a time
+/// (a call that finds it lent already copies instead).
 ///
 /// ```
 /// use dstream_core::Batch;
@@ -101,17 +110,23 @@ pub(crate) const LEND_BYTES: usize = 8 << 20;
 /// assert_eq!(paged.lend_stats().windows, 0);
 /// ```
 pub struct PagedBatch {
-    /// Start of our private mapping of a sealed memfd holding the bytes
-    /// (page-aligned; the mapping keeps the file, whose descriptor is
-    /// closed once mapped); the data is its first `bytes`.
+    /// The host's view: a shared, read-only mapping of the sealed memfd
+    /// (page-aligned); the data is its first `bytes`.
+    view: NonNull<u8>,
+    /// What is lent: a private, writable (copy-on-write) mapping of the
+    /// same file, page tables filled; moved into a guest during a call.
     pages: NonNull<u8>,
-    /// Length of the file and the mapping: `bytes` rounded up to
+    /// Held while `pages` are lent (or being put back).
+    lending: std::sync::Mutex<()>,
+    /// Length of the file and of both mappings: `bytes` rounded up to
     /// [`LEND_ALIGN`], at least one.
     map_len: usize,
     /// Length of the data buffer.
     bytes: usize,
     bounds: Vec<u32>,
-    stats: LendStats,
+    windows: AtomicU64,
+    checked: AtomicU64,
+    dropped_pages: AtomicU64,
 }
 
 /// What lending did with one [`PagedBatch`] so far.
@@ -126,8 +141,9 @@ pub struct LendStats {
     pub dropped_pages: u64,
 }
 
-// SAFETY: the mapping is owned, unchanged while shared (`&self` only reads
-// it; lending needs `&mut self`), and freed once, on drop.
+// SAFETY: both mappings are owned and freed once, on drop; the view is
+// never written (read-only, of a sealed file), and the lent mapping is
+// only touched under `lending`.
 unsafe impl Send for PagedBatch {}
 // SAFETY: as above.
 unsafe impl Sync for PagedBatch {}
@@ -137,7 +153,7 @@ impl std::fmt::Debug for PagedBatch {
         f.debug_struct("PagedBatch")
             .field("records", &self.len())
             .field("bytes", &self.bytes)
-            .field("stats", &self.stats)
+            .field("stats", &self.lend_stats())
             .finish_non_exhaustive()
     }
 }
@@ -153,39 +169,53 @@ impl PagedBatch {
         let map_len = data.len().next_multiple_of(LEND_ALIGN).max(LEND_ALIGN);
         let file =
             sealed_file(data, map_len).map_err(|e| os_error("a memfd for a partition", e))?;
-        // Private and writable: a write (the guest's) lands in a copy of
-        // the page, never in the file. Not charged to the commit limit
-        // (copies are few and dropped after each call) where the kernel
-        // honours MAP_NORESERVE (not under vm.overcommit_memory=2, where
-        // nothing is lent: see `supported`).
-        // SAFETY: a fresh mapping of our file, placed by the kernel.
-        let p = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
-                &file,
-                0,
-            )
-        }
-        .map_err(|e| os_error("mapping a partition's pages", e))?;
-        // Page tables filled once, for reading (Linux 5.14; before it, the
-        // first read of each page faults it in).
-        // SAFETY: our mapping; populating for read copies nothing.
-        let _ = unsafe { rustix::mm::madvise(p, map_len, Advice::LinuxPopulateRead) };
-        // Never locked (a host under mlockall(MCL_FUTURE) would lock it):
-        // the kernel refuses to drop a guest's copies from locked pages.
-        // SAFETY: our mapping.
-        let _ = unsafe { rustix::mm::munlock(p, map_len) };
-        // The mapping keeps the file; its descriptor is not needed.
+        let map = |prot, flags| {
+            // SAFETY: a fresh mapping of our file, placed by the kernel.
+            let p =
+                unsafe { rustix::mm::mmap(std::ptr::null_mut(), map_len, prot, flags, &file, 0) }
+                    .map_err(|e| os_error("mapping a partition's pages", e))?;
+            // Page tables filled once, for reading (Linux 5.14; before it,
+            // the first read of each page faults it in).
+            // SAFETY: our mapping; populating for read copies nothing.
+            let _ = unsafe { rustix::mm::madvise(p, map_len, Advice::LinuxPopulateRead) };
+            // Never locked (a host under mlockall(MCL_FUTURE) would lock
+            // it): the kernel refuses to drop a guest's copies from locked
+            // pages.
+            // SAFETY: our mapping.
+            let _ = unsafe { rustix::mm::munlock(p, map_len) };
+            Ok::<_, Error>(NonNull::new(p.cast::<u8>()).expect("mmap does not return null"))
+        };
+        // The host's view: shared and read-only, of a file sealed against
+        // writes, so it can never be made writable.
+        let view = map(ProtFlags::READ, MapFlags::SHARED)?;
+        // What is lent: private and writable, so a write (the guest's)
+        // lands in a copy of the page, never in the file. Not charged to
+        // the commit limit (copies are few and dropped after each call)
+        // where the kernel honours MAP_NORESERVE (not under
+        // vm.overcommit_memory=2, where nothing is lent: see `supported`).
+        let pages = match map(
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                // SAFETY: the view just made, used by no one.
+                let _ = unsafe { rustix::mm::munmap(view.as_ptr().cast(), map_len) };
+                return Err(e);
+            }
+        };
+        // The mappings keep the file; its descriptor is not needed.
         drop(file);
         Ok(Self {
-            pages: NonNull::new(p.cast::<u8>()).expect("mmap does not return null"),
+            view,
+            pages,
+            lending: std::sync::Mutex::new(()),
             map_len,
             bytes: data.len(),
             bounds: b.bounds().to_vec(),
-            stats: LendStats::default(),
+            windows: AtomicU64::new(0),
+            checked: AtomicU64::new(0),
+            dropped_pages: AtomicU64::new(0),
         })
     }
 
@@ -198,16 +228,19 @@ impl PagedBatch {
 
     /// What lending did with this batch so far.
     pub fn lend_stats(&self) -> LendStats {
-        self.stats
+        LendStats {
+            windows: self.windows.load(Ordering::Relaxed),
+            checked: self.checked.load(Ordering::Relaxed),
+            dropped_pages: self.dropped_pages.load(Ordering::Relaxed),
+        }
     }
 
     /// The data buffer (keys and values).
     pub fn data(&self) -> &[u8] {
-        // SAFETY: the first `bytes` of our mapping, as in the sealed file
-        // whenever `&self` is available (lending holds `&mut self`, drops
-        // any page a guest wrote and puts the pages back before it
-        // returns).
-        unsafe { std::slice::from_raw_parts(self.pages.as_ptr(), self.bytes) }
+        // SAFETY: the first `bytes` of the view, a read-only shared mapping
+        // of the sealed file: initialised in `new`, never changed, never
+        // moved, unmapped only on drop.
+        unsafe { std::slice::from_raw_parts(self.view.as_ptr(), self.bytes) }
     }
 
     /// The offsets, laid out as in [`Batch`].
@@ -258,6 +291,35 @@ impl PagedBatch {
             .collect()
     }
 
+    /// The right to lend this batch's pages, held by one call at a time:
+    /// `None` while another call holds it (that one copies instead).
+    pub(crate) fn lender(&self) -> Option<Lender<'_>> {
+        let held = match self.lending.try_lock() {
+            Ok(held) => held,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            // A panic while lent put the pages back on its way out (`Lent`
+            // drops): nothing is left half done.
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        Some(Lender {
+            batch: self,
+            _held: held,
+        })
+    }
+}
+
+/// The right to lend a batch's pages (see [`PagedBatch::lender`]).
+pub(crate) struct Lender<'a> {
+    batch: &'a PagedBatch,
+    _held: std::sync::MutexGuard<'a, ()>,
+}
+
+impl<'a> Lender<'a> {
+    /// The batch whose pages it lends.
+    pub(crate) fn batch(&self) -> &'a PagedBatch {
+        self.batch
+    }
+
     /// Moves the pages `w.pages` to `guest` (the start of a region of at
     /// least that length inside a guest's memory) until the returned guard
     /// drops. The guest's own pages there are first moved aside (to a fresh
@@ -272,14 +334,15 @@ impl PagedBatch {
     /// guest that nothing else uses until the guard drops (a region the
     /// guest's `lend` named, inside a memory that cannot move), and only
     /// the calling thread may run that guest until then.
-    pub(crate) unsafe fn lend<'a>(
-        &'a mut self,
+    pub(crate) unsafe fn lend(
+        &mut self,
         w: &Window,
         guest: NonNull<u8>,
-    ) -> Result<Lent<'a>, Error> {
+    ) -> Result<Lent<'_>, Error> {
+        let batch = self.batch;
         let len = w.pages.len();
         // SAFETY: `w.pages` is within our mapping (from `windows`).
-        let host = unsafe { self.pages.add(w.pages.start) };
+        let host = unsafe { batch.pages.add(w.pages.start) };
         // A fresh reservation for the guest's pages.
         let aside = fresh(len).map_err(|e| os_error("reserving room for a guest's pages", e))?;
         let dontunmap = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
@@ -312,23 +375,27 @@ impl PagedBatch {
             tracing::error!("lending a partition's pages to the sandbox failed: {e}; aborting");
             std::process::abort();
         }
-        self.stats.windows += 1;
+        batch.windows.fetch_add(1, Ordering::Relaxed);
         Ok(Lent {
+            _lender: std::marker::PhantomData,
+            batch,
             host,
             guest,
             aside,
             len,
             faults: thread_faults(),
-            stats: &mut self.stats,
         })
     }
 }
 
 impl Drop for PagedBatch {
     fn drop(&mut self) {
-        // SAFETY: our mapping, no longer borrowed (the memfd goes with it).
-        if let Err(e) = unsafe { rustix::mm::munmap(self.pages.as_ptr().cast(), self.map_len) } {
-            tracing::error!("unmapping a partition's pages: {e}");
+        for p in [self.view, self.pages] {
+            // SAFETY: our mappings, no longer borrowed (the memfd goes with
+            // the last).
+            if let Err(e) = unsafe { rustix::mm::munmap(p.as_ptr().cast(), self.map_len) } {
+                tracing::error!("unmapping a partition's pages: {e}");
+            }
         }
     }
 }
@@ -362,6 +429,8 @@ pub(crate) struct Window {
 /// Pages lent to a guest; dropping it drops the pages the guest wrote,
 /// moves the rest back, and the guest's own pages back into its memory.
 pub(crate) struct Lent<'a> {
+    _lender: std::marker::PhantomData<&'a mut ()>,
+    batch: &'a PagedBatch,
     host: NonNull<u8>,
     guest: NonNull<u8>,
     /// Where the guest's own pages wait.
@@ -370,7 +439,6 @@ pub(crate) struct Lent<'a> {
     /// The calling thread's page faults (minor and major) when the pages
     /// moved in.
     faults: Option<libc::c_long>,
-    stats: &'a mut LendStats,
 }
 
 impl Drop for Lent<'_> {
@@ -381,9 +449,12 @@ impl Drop for Lent<'_> {
         // A write into a lent page faults on the thread that writes: no new
         // fault on this one (the only one running the guest), no copy.
         if self.faults.is_none() || thread_faults() != self.faults {
-            self.stats.checked += 1;
+            self.batch.checked.fetch_add(1, Ordering::Relaxed);
             // SAFETY: the lent range, still ours until moved back below.
-            self.stats.dropped_pages += unsafe { drop_copies(guest, len) };
+            let dropped = unsafe { drop_copies(guest, len) };
+            self.batch
+                .dropped_pages
+                .fetch_add(dropped, Ordering::Relaxed);
         }
         let dontunmap = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
         // SAFETY: the partition's pages go back from the guest's range to

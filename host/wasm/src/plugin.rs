@@ -655,10 +655,8 @@ impl Plugin {
     /// does to its input. Where lending is off
     /// ([`Limits::lend_input`](crate::Limits::lend_input)) or the kernel
     /// cannot move pages, and for a plugin built for contract 0.2.0 (no
-    /// `lend`) or one with WASI, the input is copied, as by `filter`.
-    /// Linux only.
-    ///
-    /// Needs `&mut` because the pages are away during the call.
+    /// `lend`) or one with WASI, and while another call has the same
+    /// batch's pages, the input is copied, as by `filter`. Linux only.
     ///
     /// [`PagedBatch`]: crate::PagedBatch
     #[cfg(target_os = "linux")]
@@ -666,15 +664,17 @@ impl Plugin {
         &self,
         op: &str,
         params: &Params,
-        input: &mut crate::PagedBatch,
+        input: &crate::PagedBatch,
     ) -> Result<Batch, Error> {
         self.check(op, &[OperatorKind::Filter], params)?;
         let mut keep = Vec::new();
-        let lent = match self.lending(input).filter(|_| !input.is_empty()) {
-            Some(lending) => self.in_instance(op, |call| {
+        let lending = self.lending(input).filter(|_| !input.is_empty());
+        let lender = lending.and_then(|_| input.lender());
+        let lent = match lending.zip(lender) {
+            Some((lending, mut lender)) => self.in_instance(op, |call| {
                 type Kept = (Result<Vec<u32>, wit::OpError>,);
                 let filter = call.func::<(u32,), Kept>(&lending.filter_lent)?;
-                self.each_lent(call, op, params, lending, input, |call, w| {
+                self.each_lent(call, op, params, lending, &mut lender, |call, w| {
                     let (r,) = call.call(&filter, (w.at as u32,))?;
                     let (first, len) = (w.records.start as u32, w.records.len() as u32);
                     self.take_kept(op, r, first, len, &mut keep)
@@ -732,10 +732,11 @@ impl Plugin {
         op: &str,
         params: &Params,
         lending: &crate::runtime::Lending,
-        input: &mut crate::PagedBatch,
+        lender: &mut crate::lend::Lender<'_>,
         mut each: impl FnMut(&mut Call<'_>, &crate::lend::Window) -> Result<(), Error>,
     ) -> Result<bool, Error> {
         use crate::lend::{LEND_ALIGN, LEND_BYTES};
+        let input = lender.batch();
         let windows = input.windows(LEND_BYTES.min(self.limits().call_input()));
         let region_len = windows.iter().map(|w| w.pages.len()).max().unwrap_or(0);
         let region_len = region_len.max(LEND_ALIGN);
@@ -776,7 +777,7 @@ impl Plugin {
             // cannot move (`memory_may_move(false)`) and outlives `lent`,
             // dropped below before the next window; the instance runs on
             // this thread only (synchronous calls, no shared memory).
-            let lent = match unsafe { input.lend(w, guest) } {
+            let lent = match unsafe { lender.lend(w, guest) } {
                 Ok(lent) => lent,
                 Err(e) => {
                     tracing::warn!(plugin = %self.name, operator = op, "{e}; copying instead");

@@ -378,13 +378,13 @@ fn grep_keeps_exactly_the_lines_containing_the_pattern() {
     let text = lines(3, 20_000);
     let input = batch_of(&text);
     #[cfg(target_os = "linux")]
-    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    let paged = dstream_wasm::PagedBatch::new(&input).unwrap();
     assert!(input.byte_len() > 2 * dstream_wasm::PIECE_BYTES);
     for pattern in ["needle", "é", "a", "stream batch", "absent-pattern"] {
         let params = [("pattern".to_string(), pattern.to_string())];
         let kept = grep.filter("grep", &params, &input).unwrap();
         #[cfg(target_os = "linux")]
-        assert_eq!(grep.filter_lent("grep", &params, &mut paged).unwrap(), kept);
+        assert_eq!(grep.filter_lent("grep", &params, &paged).unwrap(), kept);
         let expected: Vec<&str> = text
             .iter()
             .map(String::as_str)
@@ -459,7 +459,7 @@ fn grep_finds_the_pattern_wherever_it_lies() {
     }
     assert!(input.byte_len() > 4 * dstream_wasm::PIECE_BYTES);
     #[cfg(target_os = "linux")]
-    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    let paged = dstream_wasm::PagedBatch::new(&input).unwrap();
     let long = "needle ".repeat(12);
     for pattern in [
         "needle",
@@ -487,7 +487,7 @@ fn grep_finds_the_pattern_wherever_it_lies() {
         // inside a 64 KiB page, the same records kept.
         #[cfg(target_os = "linux")]
         assert_eq!(
-            grep.filter_lent("grep", &params, &mut paged).unwrap(),
+            grep.filter_lent("grep", &params, &paged).unwrap(),
             expected,
             "lent, pattern {pattern:?}"
         );
@@ -521,9 +521,9 @@ fn grep_finds_the_pattern_wherever_it_lies() {
         [("k", "a needle")].into_iter().collect(),
         edge,
     ] {
-        let mut paged = dstream_wasm::PagedBatch::new(&b).unwrap();
+        let paged = dstream_wasm::PagedBatch::new(&b).unwrap();
         assert_eq!(
-            grep.filter_lent("grep", &params, &mut paged).unwrap(),
+            grep.filter_lent("grep", &params, &paged).unwrap(),
             grep.filter("grep", &params, &b).unwrap()
         );
     }

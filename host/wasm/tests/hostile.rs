@@ -170,12 +170,8 @@ fn writes_into_lent_input_change_only_the_plugins_view() {
     for op in ["scribble", "smear"] {
         for input in [&small, &big] {
             assert_eq!(&h.filter(op, &[], input).unwrap(), input, "{op} copied");
-            let mut paged = dstream_wasm::PagedBatch::new(input).unwrap();
-            assert_eq!(
-                &h.filter_lent(op, &[], &mut paged).unwrap(),
-                input,
-                "{op} lent"
-            );
+            let paged = dstream_wasm::PagedBatch::new(input).unwrap();
+            assert_eq!(&h.filter_lent(op, &[], &paged).unwrap(), input, "{op} lent");
             let stats = paged.lend_stats();
             assert!(
                 stats.windows >= if input.byte_len() > 8 << 20 { 2 } else { 1 },
@@ -186,10 +182,7 @@ fn writes_into_lent_input_change_only_the_plugins_view() {
             assert_eq!(&paged.to_batch(), input, "{op}: the partition changed");
             let expected = grep.filter("grep", &params, input).unwrap();
             for _ in 0..3 {
-                assert_eq!(
-                    grep.filter_lent("grep", &params, &mut paged).unwrap(),
-                    expected
-                );
+                assert_eq!(grep.filter_lent("grep", &params, &paged).unwrap(), expected);
             }
             assert_eq!(
                 paged.lend_stats().dropped_pages,
@@ -199,6 +192,65 @@ fn writes_into_lent_input_change_only_the_plugins_view() {
         }
     }
     still_healthy(&rt, &h);
+}
+
+/// The host reads a lent batch through a view that lending never moves and
+/// nothing can write: while plugins on two threads write all over their
+/// lent input (`smear`) from the same shared batch, a third thread reading
+/// it sees the partition unchanged; each call's output is the copied
+/// call's (a call that finds the pages lent copies); and the view cannot
+/// be made writable (its memfd is sealed).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lent_batch_reads_the_same_from_every_thread_meanwhile() {
+    if !can_lend() {
+        return;
+    }
+    let rt = Runtime::new(limits()).unwrap();
+    let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
+    let input: Batch = (0..100_000)
+        .map(|i| (String::new(), format!("{i:>6} {}", "tx".repeat(46))))
+        .collect();
+    let paged = Arc::new(dstream_wasm::PagedBatch::new(&input).unwrap());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (paged, done, data) = (Arc::clone(&paged), Arc::clone(&done), input.data().to_vec());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !done.load(Ordering::Relaxed) || reads == 0 {
+                assert!(paged.data() == &data[..], "the host saw a plugin's write");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..4 {
+                    assert_eq!(h.filter_lent("smear", &[], &paged).unwrap(), input);
+                }
+            });
+        }
+    });
+    done.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    let stats = paged.lend_stats();
+    assert!(stats.windows >= 2 && stats.dropped_pages > 0, "{stats:?}");
+    assert_eq!(paged.to_batch(), input);
+    let view = paged.data().as_ptr().cast_mut().cast();
+    // SAFETY: asks to make the view's first page writable (refused).
+    let made_writable = unsafe {
+        rustix::mm::mprotect(
+            view,
+            4096,
+            rustix::mm::MprotectFlags::READ | rustix::mm::MprotectFlags::WRITE,
+        )
+    };
+    assert!(
+        made_writable.is_err(),
+        "the view of a sealed memfd became writable"
+    );
 }
 
 /// A `lend` that lies about its region (too short, not aligned, outside
@@ -214,7 +266,7 @@ fn a_lying_lend_is_refused_before_any_page_moves() {
     let rt = Runtime::new(limits()).unwrap();
     let liar = load(&rt, "hostile-lend", dstream_artifacts::HOSTILE_LEND);
     let input = lines(&["one", "two", "three"]);
-    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    let paged = dstream_wasm::PagedBatch::new(&input).unwrap();
     for (op, want) in [
         ("short", "`lend(65536)` gave a region of 32768 bytes"),
         (
@@ -223,7 +275,7 @@ fn a_lying_lend_is_refused_before_any_page_moves() {
         ),
         ("outside", "out of bounds"),
     ] {
-        let e = liar.filter_lent(op, &[], &mut paged).unwrap_err();
+        let e = liar.filter_lent(op, &[], &paged).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("hostile-lend"), "{op}: {text}");
         assert!(text.contains(op), "{op}: {text}");
@@ -237,7 +289,7 @@ fn a_lying_lend_is_refused_before_any_page_moves() {
     }
     let grep = load(&rt, "grep", dstream_artifacts::GREP);
     let params = [("pattern".to_string(), "o".to_string())];
-    let kept = grep.filter_lent("grep", &params, &mut paged).unwrap();
+    let kept = grep.filter_lent("grep", &params, &paged).unwrap();
     assert_eq!(kept, lines(&["one", "two"]));
 }
 
@@ -266,11 +318,8 @@ fn a_small_memory_limit_lends_smaller_windows() {
     let params = [("pattern".to_string(), "needle".to_string())];
     let copied = grep.filter("grep", &params, &input).unwrap();
     assert_eq!(copied.len(), 450_000_usize.div_ceil(7));
-    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
-    assert_eq!(
-        grep.filter_lent("grep", &params, &mut paged).unwrap(),
-        copied
-    );
+    let paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    assert_eq!(grep.filter_lent("grep", &params, &paged).unwrap(), copied);
 }
 
 /// A `lend` over the plugin's own data segment: the guest's pages there
@@ -291,8 +340,8 @@ fn a_lend_over_the_data_image_leaves_it_intact() {
     let liar = load(&rt, "hostile-lend", dstream_artifacts::HOSTILE_LEND);
     let input = lines(&["one", "two", "three"]);
     assert_eq!(liar.filter("probe", &[], &input).unwrap(), input);
-    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
-    assert_eq!(liar.filter_lent("image", &[], &mut paged).unwrap(), input);
+    let paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    assert_eq!(liar.filter_lent("image", &[], &paged).unwrap(), input);
     assert_eq!(paged.to_batch(), input);
     for _ in 0..3 {
         assert_eq!(liar.filter("probe", &[], &input).unwrap(), input);
@@ -312,8 +361,8 @@ fn lending_can_be_turned_off() {
     .unwrap();
     let h = load(&rt, "hostile", dstream_artifacts::HOSTILE);
     let input = lines(&["one", "two", "three"]);
-    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
-    assert_eq!(h.filter_lent("smear", &[], &mut paged).unwrap(), input);
+    let paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    assert_eq!(h.filter_lent("smear", &[], &paged).unwrap(), input);
     assert_eq!(paged.lend_stats(), dstream_wasm::LendStats::default());
     assert_eq!(paged.to_batch(), input);
 }

@@ -30,18 +30,18 @@ fn lending_at_moving_regions_keeps_the_mapping_count() {
     let input: Batch = [("", "one"), ("", "two"), ("", "three")]
         .into_iter()
         .collect();
-    let mut paged = PagedBatch::new(&input).unwrap();
-    let run = |k: usize, paged: &mut PagedBatch| {
+    let paged = PagedBatch::new(&input).unwrap();
+    let run = |k: usize, paged: &PagedBatch| {
         let params = [("pages".to_string(), (k % 7).to_string())];
         assert_eq!(wander.filter_lent("wander", &params, paged).unwrap(), input);
     };
     // Warm the pool's slots first.
     for k in 0..20 {
-        run(k, &mut paged);
+        run(k, &paged);
     }
     let before = mappings();
     for k in 0..1000 {
-        run(k, &mut paged);
+        run(k, &paged);
     }
     let after = mappings();
     assert!(

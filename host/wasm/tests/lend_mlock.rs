@@ -32,14 +32,14 @@ fn a_host_under_mlockall_lends_and_drops_a_plugins_copies() {
         .collect();
     // A batch made before every mapping is locked (MCL_CURRENT locks it
     // after the fact), and one made after (MCL_FUTURE locks it at birth).
-    let mut early = PagedBatch::new(&input).unwrap();
+    let early = PagedBatch::new(&input).unwrap();
     let flags = MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT;
     if let Err(e) = rustix::mm::mlockall(flags) {
         eprintln!("skipped: mlockall: {e}");
         return;
     }
-    let mut late = PagedBatch::new(&input).unwrap();
-    for paged in [&mut early, &mut late] {
+    let late = PagedBatch::new(&input).unwrap();
+    for paged in [&early, &late] {
         for op in ["scribble", "smear"] {
             assert_eq!(hostile.filter_lent(op, &[], paged).unwrap(), input, "{op}");
         }

@@ -71,11 +71,8 @@ fn a_wasi_plugin_is_copied_to_never_lent() {
         "and another one as long as that one",
     ]);
     assert_eq!(probe.filter("clobber", &[], &input).unwrap(), input);
-    let mut paged = dstream_wasm::PagedBatch::new(&input).unwrap();
-    assert_eq!(
-        probe.filter_lent("clobber", &[], &mut paged).unwrap(),
-        input
-    );
+    let paged = dstream_wasm::PagedBatch::new(&input).unwrap();
+    assert_eq!(probe.filter_lent("clobber", &[], &paged).unwrap(), input);
     assert_eq!(paged.to_batch(), input);
     assert_eq!(paged.lend_stats().windows, 0, "copied, not lent");
 }
