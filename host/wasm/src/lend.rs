@@ -4,8 +4,8 @@
 //! more than a native operator does (grep: the copy was ~45% of the Wasm
 //! time). A [`PagedBatch`] keeps its bytes in a sealed memfd, mapped
 //! twice: a shared read-only view the host reads (which nothing can write
-//! and lending never moves, so a batch can be read and lent from many
-//! threads at once), and a private mapping; for a call, the host moves
+//! and lending never moves, so a batch can be read from many threads
+//! while one call at a time has it lent), and a private mapping; for a call, the host moves
 //! that private mapping's pages into a
 //! region the guest set aside (`lend` in the contract) and back out
 //! afterwards, with Linux `mremap`: page tables move, no byte is copied
@@ -94,8 +94,8 @@ pub(crate) const LEND_BYTES: usize = 8 << 20;
 /// memfd), so that [`Plugin::filter_lent`](crate::Plugin::filter_lent) can
 /// lend its pages to a guest instead of copying them. Linux only.
 ///
-/// The host reads the bytes through a shared, read-only mapping of the
-/// sealed file, which nothing can change and lending never moves: `&self`
+/// The host reads the bytes through a read-only mapping of the sealed
+/// file, which nothing writes and lending never moves: `&self`
 /// is enough to read and to lend, from any thread. A second, private
 /// mapping is what a lend moves into the sandbox, one call at a time
 /// (a call that finds it lent already copies instead).
@@ -110,7 +110,7 @@ pub(crate) const LEND_BYTES: usize = 8 << 20;
 /// assert_eq!(paged.lend_stats().windows, 0);
 /// ```
 pub struct PagedBatch {
-    /// The host's view: a shared, read-only mapping of the sealed memfd
+    /// The host's view: a read-only mapping of the sealed memfd
     /// (page-aligned); the data is its first `bytes`.
     view: NonNull<u8>,
     /// What is lent: a private, writable (copy-on-write) mapping of the
@@ -127,6 +127,7 @@ pub struct PagedBatch {
     windows: AtomicU64,
     checked: AtomicU64,
     dropped_pages: AtomicU64,
+    copied: AtomicU64,
 }
 
 /// What lending did with one [`PagedBatch`] so far.
@@ -139,6 +140,10 @@ pub struct LendStats {
     pub checked: u64,
     /// Pages a guest wrote into (its private copies), dropped afterwards.
     pub dropped_pages: u64,
+    /// Calls that could have lent but copied: another call had the pages,
+    /// the process was too close to `vm.max_map_count`, or the kernel
+    /// refused to move the guest's pages aside.
+    pub copied: u64,
 }
 
 // SAFETY: both mappings are owned and freed once, on drop; the view is
@@ -185,9 +190,10 @@ impl PagedBatch {
             let _ = unsafe { rustix::mm::munlock(p, map_len) };
             Ok::<_, Error>(NonNull::new(p.cast::<u8>()).expect("mmap does not return null"))
         };
-        // The host's view: shared and read-only, of a file sealed against
-        // writes, so it can never be made writable.
-        let view = map(ProtFlags::READ, MapFlags::SHARED)?;
+        // The host's view: read-only, of a file sealed against writes.
+        // Private, not shared: before Linux 6.7 a shared mapping of a
+        // memfd sealed against writes is refused even read-only.
+        let view = map(ProtFlags::READ, MapFlags::PRIVATE)?;
         // What is lent: private and writable, so a write (the guest's)
         // lands in a copy of the page, never in the file. Not charged to
         // the commit limit (copies are few and dropped after each call)
@@ -216,6 +222,7 @@ impl PagedBatch {
             windows: AtomicU64::new(0),
             checked: AtomicU64::new(0),
             dropped_pages: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
         })
     }
 
@@ -232,13 +239,14 @@ impl PagedBatch {
             windows: self.windows.load(Ordering::Relaxed),
             checked: self.checked.load(Ordering::Relaxed),
             dropped_pages: self.dropped_pages.load(Ordering::Relaxed),
+            copied: self.copied.load(Ordering::Relaxed),
         }
     }
 
     /// The data buffer (keys and values).
     pub fn data(&self) -> &[u8] {
-        // SAFETY: the first `bytes` of the view, a read-only shared mapping
-        // of the sealed file: initialised in `new`, never changed, never
+        // SAFETY: the first `bytes` of the view, a read-only mapping of the
+        // sealed file: initialised in `new`, never changed, never
         // moved, unmapped only on drop.
         unsafe { std::slice::from_raw_parts(self.view.as_ptr(), self.bytes) }
     }
@@ -291,14 +299,28 @@ impl PagedBatch {
             .collect()
     }
 
+    /// Counts a call that could have lent but copied.
+    pub(crate) fn note_copied(&self) {
+        self.copied.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The right to lend this batch's pages, held by one call at a time:
-    /// `None` while another call holds it (that one copies instead).
+    /// `None` while another call holds it, or when the process is too
+    /// close to `vm.max_map_count` for the moves (the caller copies).
     pub(crate) fn lender(&self) -> Option<Lender<'_>> {
+        if !map_room(MAP_ROOM) {
+            tracing::warn!("too close to vm.max_map_count to lend pages; copying");
+            self.note_copied();
+            return None;
+        }
         let held = match self.lending.try_lock() {
             Ok(held) => held,
-            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.note_copied();
+                return None;
+            }
             // A panic while lent put the pages back on its way out (`Lent`
-            // drops): nothing is left half done.
+            // drops, and aborts if it cannot finish): nothing is half done.
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
         Some(Lender {
@@ -443,6 +465,18 @@ pub(crate) struct Lent<'a> {
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
+        // A panic in here (a logger's, an allocation's) would leave the
+        // pages half moved, and the next lend would lend an empty range:
+        // abort instead. (One while already unwinding aborts anyway.)
+        struct AbortOnPanic(bool);
+        impl Drop for AbortOnPanic {
+            fn drop(&mut self) {
+                if std::thread::panicking() && !self.0 {
+                    std::process::abort();
+                }
+            }
+        }
+        let _abort = AbortOnPanic(std::thread::panicking());
         let (host, guest): (*mut c_void, *mut c_void) =
             (self.host.as_ptr().cast(), self.guest.as_ptr().cast());
         let len = self.len;
@@ -475,6 +509,41 @@ impl Drop for Lent<'_> {
             std::process::abort();
         }
     }
+}
+
+/// Free map-count entries a call needs before it lends: while a window is
+/// lent the process holds about 5 more mappings (the guest's memory and
+/// ours split around it, a reservation), the kernel refuses a move within
+/// 3 entries of `vm.max_map_count`, and a move back refused would have to
+/// abort (a review found one, 4 entries from the limit). Checked once per
+/// call (each window ends with the count where it began); another thread
+/// mapping memory meanwhile can still take the room.
+const MAP_ROOM: usize = 16;
+
+/// Whether the process can make `n` more mappings now: `n` one-page
+/// mappings made (one mapping split by `n` holes: `n + 1` system calls)
+/// and unmapped at once.
+fn map_room(n: usize) -> bool {
+    let page = rustix::param::page_size();
+    let len = 2 * n * page;
+    // SAFETY: a fresh inaccessible mapping nothing else knows of.
+    let Ok(base) = (unsafe {
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    }) else {
+        return false;
+    };
+    // Every hole splits off one more mapping; a split refused is no room.
+    // SAFETY: pages of our own mapping.
+    let room = (0..n)
+        .all(|i| unsafe { rustix::mm::munmap(base.byte_add((2 * i + 1) * page), page) }.is_ok());
+    // SAFETY: the whole range, ours (holes included).
+    let _ = unsafe { rustix::mm::munmap(base, len) };
+    room
 }
 
 /// Page faults the calling thread has taken, minor and major
@@ -586,6 +655,10 @@ pub(crate) fn supported() -> bool {
         if std::fs::read_to_string("/proc/sys/vm/overcommit_memory").is_ok_and(|m| m.trim() == "2")
         {
             tracing::info!("vm.overcommit_memory=2: plugins get copies, not lent pages");
+            return false;
+        }
+        if let Err(e) = PagedBatch::new(&Batch::default()) {
+            tracing::info!("this host cannot map pages for lending ({e}); plugins get copies");
             return false;
         }
         let tried = sealed_file(&[], LEND_ALIGN).and_then(|file| {

@@ -668,10 +668,13 @@ impl Plugin {
     ) -> Result<Batch, Error> {
         self.check(op, &[OperatorKind::Filter], params)?;
         let mut keep = Vec::new();
-        let lending = self.lending(input).filter(|_| !input.is_empty());
-        let lender = lending.and_then(|_| input.lender());
-        let lent = match lending.zip(lender) {
-            Some((lending, mut lender)) => self.in_instance(op, |call| {
+        let lent = match self.lending(input).filter(|_| !input.is_empty()) {
+            Some(lending) => self.in_instance(op, |call| {
+                // Taken once this call has its instance, so a call waiting
+                // for a pool slot holds no batch's pages up.
+                let Some(mut lender) = input.lender() else {
+                    return Ok(false);
+                };
                 type Kept = (Result<Vec<u32>, wit::OpError>,);
                 let filter = call.func::<(u32,), Kept>(&lending.filter_lent)?;
                 self.each_lent(call, op, params, lending, &mut lender, |call, w| {
@@ -781,6 +784,7 @@ impl Plugin {
                 Ok(lent) => lent,
                 Err(e) => {
                     tracing::warn!(plugin = %self.name, operator = op, "{e}; copying instead");
+                    input.note_copied();
                     return Ok(false);
                 }
             };
