@@ -3,11 +3,11 @@
 //! Copying a partition into guest memory reads it from main memory once
 //! more than a native operator does (grep: the copy was ~45% of the Wasm
 //! time). A [`PagedBatch`] keeps its bytes in a sealed memfd, mapped
-//! twice: a shared read-only view the host reads (which nothing can write
-//! and lending never moves, so a batch can be read from many threads
-//! while one call at a time has it lent), and a private mapping; for a call, the host moves
-//! that private mapping's pages into a
-//! region the guest set aside (`lend` in the contract) and back out
+//! twice: a read-only view the host reads (which nothing writes and
+//! lending never moves, so a batch can be read from many threads while
+//! one call at a time has it lent), and a private writable mapping; for a
+//! call, the host moves that mapping's pages into a region the guest set
+//! aside (`lend` in the contract) and back out
 //! afterwards, with Linux `mremap`: page tables move, no byte is copied
 //! and no page faults in again. Measured without Wasm (`cargo run
 //! --release -p dstream-benches --bin lending`, benches/README.md): before
@@ -47,7 +47,9 @@
 //! no mapping of it can change the partition. Plugins with WASI imports
 //! are still never lent to: their host functions could write into guest
 //! memory from another thread or through the kernel, which the calling
-//! thread's fault count would not see. Moves that leave a range keep it
+//! thread's fault count would not see. A call lends only where 16 more
+//! mappings fit in `vm.max_map_count` (its moves split mappings, and a
+//! move back refused would abort). Moves that leave a range keep it
 //! mapped (`MREMAP_DONTUNMAP`) while anything could still be placed there,
 //! and nothing is charged to the commit limit (`MAP_NORESERVE`; under
 //! strict overcommit, which ignores it, nothing is lent); a failure to
