@@ -528,15 +528,7 @@ const MAP_ROOM: usize = 16;
 fn map_room(n: usize) -> bool {
     let page = rustix::param::page_size();
     let len = 2 * n * page;
-    // SAFETY: a fresh inaccessible mapping nothing else knows of.
-    let Ok(base) = (unsafe {
-        rustix::mm::mmap_anonymous(
-            std::ptr::null_mut(),
-            len,
-            ProtFlags::empty(),
-            MapFlags::PRIVATE | MapFlags::NORESERVE,
-        )
-    }) else {
+    let Ok(base) = fresh(len) else {
         return false;
     };
     // Every hole splits off one more mapping; a split refused is no room.
@@ -659,32 +651,25 @@ pub(crate) fn supported() -> bool {
             tracing::info!("vm.overcommit_memory=2: plugins get copies, not lent pages");
             return false;
         }
-        if let Err(e) = PagedBatch::new(&Batch::default()) {
-            tracing::info!("this host cannot map pages for lending ({e}); plugins get copies");
-            return false;
-        }
-        let tried = sealed_file(&[], LEND_ALIGN).and_then(|file| {
-            // SAFETY: fresh mappings of our own, LEND_ALIGN bytes each,
-            // unmapped below (`to` then holds `from`'s pages).
-            unsafe {
-                let from = rustix::mm::mmap(
-                    std::ptr::null_mut(),
-                    LEND_ALIGN,
-                    ProtFlags::READ | ProtFlags::WRITE,
-                    MapFlags::PRIVATE | MapFlags::NORESERVE,
-                    &file,
-                    0,
-                )?;
-                let to = fresh(LEND_ALIGN);
-                let flags = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
-                let moved = to.and_then(|to| {
-                    rustix::mm::mremap_fixed(from, LEND_ALIGN, LEND_ALIGN, flags, to)
-                });
-                for p in [Ok(from), to] {
-                    let _ = p.map(|p| rustix::mm::munmap(p, LEND_ALIGN));
-                }
-                moved.map(|_| ())
+        // The very mappings a batch makes, and a move of its lendable one.
+        let batch = match PagedBatch::new(&Batch::default()) {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::info!("this host cannot map pages for lending ({e}); plugins get copies");
+                return false;
             }
+        };
+        let tried = fresh(LEND_ALIGN).and_then(|to| {
+            let flags = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
+            // SAFETY: the batch's lendable mapping (LEND_ALIGN bytes, used
+            // by nothing) onto our scratch mapping; DONTUNMAP leaves the
+            // batch's range mapped, which it unmaps when it drops.
+            let from = batch.pages.as_ptr().cast();
+            let moved =
+                unsafe { rustix::mm::mremap_fixed(from, LEND_ALIGN, LEND_ALIGN, flags, to) };
+            // SAFETY: the scratch mapping, ours (holding the moved pages).
+            let _ = unsafe { rustix::mm::munmap(to, LEND_ALIGN) };
+            moved.map(|_| ())
         });
         if let Err(e) = &tried {
             tracing::info!("this kernel cannot lend pages to plugins ({e}); they get copies");
