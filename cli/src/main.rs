@@ -14,7 +14,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc, keeping what one batch frees for the next (see
+/// `dstream_runtime::alloc`).
+#[global_allocator]
+static ALLOC: dstream_runtime::alloc::Allocator = dstream_runtime::alloc::Allocator;
+
 fn main() -> ExitCode {
+    dstream_runtime::alloc::retain_freed_memory();
     let cli = args::Cli::parse();
     init_tracing(cli.verbose);
     match run(cli) {

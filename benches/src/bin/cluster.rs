@@ -32,8 +32,10 @@ use dstream_runtime::net::tls::{self, Identity};
 use dstream_wasm::{Limits, Runtime};
 use tokio::sync::{mpsc, watch};
 
+/// As the `dstream` binary: mimalloc, keeping what one batch frees for the
+/// next (see `dstream_runtime::alloc`).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: dstream_runtime::alloc::Allocator = dstream_runtime::alloc::Allocator;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -155,6 +157,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 struct Args {}
 
 fn main() {
+    dstream_runtime::alloc::retain_freed_memory();
     let Args {} = clap::Parser::parse();
     let rate = env("DSTREAM_BENCH_RATE", 400_000);
     let batches = env("DSTREAM_BENCH_BATCHES", 8).max(3);

@@ -15,7 +15,9 @@
 //! - [`cluster`]: the coordinator and worker processes and the CLI's
 //!   client, driving the core's coordinator over [`net`].
 //! - [`plugins`]: loading a job's plugins (building plugin crates on the spot).
+//! - [`alloc`]: the memory allocator the `dstream` processes run with.
 
+pub mod alloc;
 mod calls;
 pub mod checkpoint;
 pub mod cluster;

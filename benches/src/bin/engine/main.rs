@@ -49,8 +49,10 @@ use dstream_wasm::{Limits, Plugin, Runtime};
 use memchr::memmem::Finder;
 use rustc_hash::FxHashMap;
 
+/// As the `dstream` binary: mimalloc, keeping what one batch frees for the
+/// next (see `dstream_runtime::alloc`).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: dstream_runtime::alloc::Allocator = dstream_runtime::alloc::Allocator;
 
 /// The positive number in environment variable `name`, if set.
 fn env_count(name: &str) -> Option<usize> {
@@ -366,6 +368,7 @@ struct Args {
 }
 
 fn main() {
+    dstream_runtime::alloc::retain_freed_memory();
     let Args { quick } = clap::Parser::parse();
     if std::env::var_os("DSTREAM_BENCH_RAW").is_some() {
         raw(&Runtime::new(Limits::default()).expect("runtime"));
